@@ -1,0 +1,82 @@
+#!/bin/sh
+# Entry point of the MLflow image (server and the stack's one-shot jobs).
+# MLflow, libpq and boto3 cannot read secrets from files, so this turns the
+# *_FILE variables into the variables they read, derives the Host allow-list
+# and CORS origin from MLFLOW_PUBLIC_URL, and execs the command.
+set -eu
+
+SECRET_VARIABLES="PGPASSWORD AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY"
+
+error() {
+	echo "docker-entrypoint: error: $*" >&2
+	exit 1
+}
+
+# file_env VAR: export VAR from the file named by VAR_FILE, as the official
+# postgres image does; setting both is an error.
+file_env() {
+	var=$1
+	eval "file=\${${var}_FILE:-}"
+	eval "value=\${${var}:-}"
+	if [ -n "$file" ] && [ -n "$value" ]; then
+		error "both $var and ${var}_FILE are set; keep one"
+	fi
+	if [ -n "$file" ]; then
+		[ -r "$file" ] || error "${var}_FILE points at $file, which is not readable"
+		value=$(cat "$file")
+		[ -n "$value" ] || error "$file (${var}_FILE) is empty"
+		export "$var=$value"
+	fi
+	unset "${var}_FILE"
+}
+
+load_secrets() {
+	for var in $SECRET_VARIABLES; do
+		file_env "$var"
+	done
+}
+
+# The authority (host[:port]) of MLFLOW_PUBLIC_URL, without scheme or path.
+public_authority() {
+	authority=${MLFLOW_PUBLIC_URL#*://}
+	echo "${authority%%/*}"
+}
+
+# --allowed-hosts REPLACES MLflow's defaults (loopback and private ranges), so
+# the list names loopback, the compose service name (other containers send
+# Host: mlflow:5000) and the public host, each bare and with any port.
+derive_allowed_hosts() {
+	[ -z "${MLFLOW_SERVER_ALLOWED_HOSTS:-}" ] || return 0
+	hosts="localhost,localhost:*,127.0.0.1,127.0.0.1:*,[::1],[[]::1]:*"
+	service=${MLFLOW_SERVICE_NAME:-mlflow}
+	hosts="$hosts,$service,$service:*"
+	if [ -n "${MLFLOW_PUBLIC_URL:-}" ]; then
+		authority=$(public_authority)
+		case $authority in
+			\[*) host="${authority%%]*}]" ;;
+			*) host=${authority%%:*} ;;
+		esac
+		case $host in
+			\[*) hosts="$hosts,$host,[[]${host#[}:*" ;;
+			*) hosts="$hosts,$host,$host:*" ;;
+		esac
+	fi
+	export MLFLOW_SERVER_ALLOWED_HOSTS="$hosts"
+	echo "docker-entrypoint: allowed Host headers: $hosts" >&2
+}
+
+# Loopback origins are always allowed by MLflow; the public origin is added.
+derive_cors_origins() {
+	[ -z "${MLFLOW_SERVER_CORS_ALLOWED_ORIGINS:-}" ] || return 0
+	[ -n "${MLFLOW_PUBLIC_URL:-}" ] || return 0
+	export MLFLOW_SERVER_CORS_ALLOWED_ORIGINS="${MLFLOW_PUBLIC_URL%%://*}://$(public_authority)"
+}
+
+main() {
+	load_secrets
+	derive_allowed_hosts
+	derive_cors_origins
+	exec "$@"
+}
+
+main "$@"

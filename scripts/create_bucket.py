@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Create MLflow's artifact bucket if it does not exist (idempotent).
+
+Runs as the one-shot `bucket` service between MinIO becoming healthy and
+MLflow starting; `minio/mc` can no longer be pulled, and the MLflow image
+already carries boto3. Credentials come from AWS_ACCESS_KEY_ID and
+AWS_SECRET_ACCESS_KEY, which the image's entrypoint reads from *_FILE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+
+def ensure_bucket(endpoint: str, bucket: str, retries: int) -> str:
+    """'created' or 'exists'."""
+    client = boto3.client(
+        "s3", endpoint_url=endpoint, region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}))
+    for attempt in range(retries):
+        try:
+            client.head_bucket(Bucket=bucket)
+            return "exists"
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
+                raise
+            try:
+                client.create_bucket(Bucket=bucket)
+                return "created"
+            except ClientError as create_exc:
+                if create_exc.response.get("Error", {}).get("Code") == "BucketAlreadyOwnedByYou":
+                    return "exists"
+                raise
+        except BotoCoreError:
+            if attempt == retries - 1:
+                raise
+            time.sleep(1)
+    raise RuntimeError("unreachable")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Create the S3 bucket for MLflow's artifacts if missing.")
+    parser.add_argument("--endpoint", default=os.environ.get("MLFLOW_S3_ENDPOINT_URL"),
+                        help="S3 endpoint URL (default: $MLFLOW_S3_ENDPOINT_URL)")
+    parser.add_argument("--bucket", default=os.environ.get("MLFLOW_BUCKET"), help="bucket name (default: $MLFLOW_BUCKET)")
+    parser.add_argument("--retries", type=int, default=30, help="connection attempts, 1 s apart (default: %(default)s)")
+    args = parser.parse_args(argv)
+    if not args.endpoint or not args.bucket:
+        print("create_bucket: error: give --endpoint and --bucket (or MLFLOW_S3_ENDPOINT_URL and MLFLOW_BUCKET)",
+              file=sys.stderr)
+        return 2
+    try:
+        state = ensure_bucket(args.endpoint, args.bucket, args.retries)
+    except (BotoCoreError, ClientError) as exc:
+        print(f"create_bucket: error: bucket {args.bucket} at {args.endpoint}: {exc}", file=sys.stderr)
+        return 1
+    print(f"create_bucket: bucket {args.bucket} {state}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

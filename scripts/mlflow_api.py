@@ -1,0 +1,153 @@
+"""A small stdlib client for the parts of MLflow's REST API the scripts use.
+
+Stdlib only, so the bootstrap and verify run with any python3 on the host,
+without a virtualenv.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from typing import Any
+
+HEALTH_PATH = "/health"
+
+
+class StackError(RuntimeError):
+    """A failure to report as one line, naming the problem and the fix."""
+
+
+class MlflowApiError(StackError):
+    """MLflow answered with an error status."""
+
+    def __init__(self, status: int, code: str, message: str, url: str) -> None:
+        super().__init__(f"MLflow answered {status} {code} for {url}: {message}")
+        self.status = status
+        self.code = code
+
+
+def _error_from_http(exc: urllib.error.HTTPError, url: str) -> MlflowApiError:
+    body = exc.read().decode("utf-8", "replace")
+    try:
+        payload = json.loads(body)
+        code, message = payload.get("error_code", ""), payload.get("message", body)
+    except ValueError:
+        code, message = "", body.strip()[:300]
+    return MlflowApiError(exc.code, code, message, url)
+
+
+class MlflowClient:
+    """JSON requests against one MLflow server."""
+
+    def __init__(self, base_url: str, headers: Mapping[str, str] | None = None, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.headers = dict(headers or {})
+        self.timeout = timeout
+
+    def request(self, method: str, path: str, body: Mapping[str, Any] | None = None,
+                query: Mapping[str, str] | None = None) -> dict[str, Any]:
+        url = self.base_url + path
+        if query:
+            url += "?" + urllib.parse.urlencode(query)
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(url, data=data, method=method, headers=dict(self.headers))
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                text = response.read().decode("utf-8")
+        except urllib.error.HTTPError as exc:
+            raise _error_from_http(exc, url) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise StackError(f"cannot reach MLflow at {url}: {reason}") from None
+        return json.loads(text) if text.strip() else {}
+
+    def wait_until_healthy(self, timeout: float) -> None:
+        """Poll /health until it answers 200, or raise after `timeout` seconds."""
+        url = self.base_url + HEALTH_PATH
+        deadline = time.monotonic() + timeout
+        last_error = "no answer"
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=min(5.0, max(timeout, 0.1))) as response:
+                    if response.status == 200:
+                        return
+                    last_error = f"status {response.status}"
+            except urllib.error.HTTPError as exc:
+                last_error = f"status {exc.code}"
+            except (urllib.error.URLError, OSError) as exc:
+                last_error = str(getattr(exc, "reason", exc))
+            if time.monotonic() >= deadline:
+                raise StackError(
+                    f"MLflow did not become healthy at {url} within {timeout:g} s ({last_error}); "
+                    "is the stack up (make up) and the URL right?"
+                )
+            time.sleep(0.5)
+
+    # Experiments -----------------------------------------------------------
+
+    def get_experiment_by_name(self, name: str) -> dict[str, Any] | None:
+        """The experiment (active or deleted) with this name, or None."""
+        try:
+            reply = self.request("GET", "/api/2.0/mlflow/experiments/get-by-name",
+                                 query={"experiment_name": name})
+        except MlflowApiError as exc:
+            if exc.code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+        return reply["experiment"]
+
+    def create_experiment(self, name: str) -> str:
+        reply = self.request("POST", "/api/2.0/mlflow/experiments/create", {"name": name})
+        return str(reply["experiment_id"])
+
+    def restore_experiment(self, experiment_id: str) -> None:
+        self.request("POST", "/api/2.0/mlflow/experiments/restore", {"experiment_id": experiment_id})
+
+    # Traces ----------------------------------------------------------------
+
+    def search_traces(self, experiment_id: str, filter_string: str = "", max_results: int = 100) -> list[dict[str, Any]]:
+        reply = self.request("POST", "/api/3.0/mlflow/traces/search", {
+            "locations": [{"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": experiment_id}}],
+            "filter": filter_string,
+            "max_results": max_results,
+            "order_by": ["timestamp_ms DESC"],
+        })
+        return reply.get("traces", [])
+
+    def get_trace(self, trace_id: str) -> dict[str, Any]:
+        """The trace with its spans."""
+        return self.request("GET", "/api/3.0/mlflow/traces/get", query={"trace_id": trace_id})["trace"]
+
+    def delete_traces(self, experiment_id: str, trace_ids: list[str]) -> int:
+        reply = self.request("POST", "/api/2.0/mlflow/traces/delete-traces",
+                             {"experiment_id": experiment_id, "request_ids": trace_ids})
+        return int(reply.get("traces_deleted", 0))
+
+
+def ensure_experiment(client: MlflowClient, name: str) -> tuple[str, str]:
+    """The id of the active experiment `name`, creating or restoring it.
+
+    Returns (experiment_id, what_was_done) with what_was_done one of
+    "found", "created", "restored".
+    """
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            return client.create_experiment(name), "created"
+        except MlflowApiError as exc:
+            if exc.code != "RESOURCE_ALREADY_EXISTS":  # another bootstrap won the race
+                raise
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    experiment_id = str(experiment["experiment_id"])
+    if experiment.get("lifecycle_stage") == "deleted":
+        client.restore_experiment(experiment_id)
+        return experiment_id, "restored"
+    return experiment_id, "found"

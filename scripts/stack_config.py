@@ -1,0 +1,77 @@
+"""Settings shared by the stack's scripts: names, defaults and their checks."""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from collections.abc import Mapping
+from pathlib import Path
+
+from mlflow_api import StackError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_ENV_FILE = REPO_ROOT / ".env"
+DEFAULT_EXPERIMENT = "goose-traces"
+DEFAULT_PORT = 5000
+DEFAULT_TIMEOUT_S = 90.0
+SERVICE_NAME = "goose"
+# MLflow stores experiment names in a 256-character column.
+MAX_EXPERIMENT_NAME = 256
+
+# Keys the bootstrap writes into goose's env file, and keys it removes: goose's
+# OTLP exporter has no gzip support, so any compression setting makes it build
+# no exporter at all and drop every span without a word.
+OWNED_REMOVED_KEYS = ("OTEL_EXPORTER_OTLP_COMPRESSION", "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION")
+# Set by a user, these override what the bootstrap writes; worth a warning.
+OVERRIDING_KEYS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_HEADERS")
+
+
+def check_url(url: str, what: str) -> str:
+    """`url` without a trailing slash, or a StackError naming what is wrong."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise StackError(f"{what} {url!r} is not an http(s) URL; write it like http://localhost:{DEFAULT_PORT}")
+    try:
+        port = parsed.port
+    except ValueError:
+        port = -1
+    if port is not None and not 0 < port < 65536:
+        raise StackError(f"{what} {url!r} has an invalid port; use a number from 1 to 65535")
+    if parsed.query or parsed.fragment:
+        raise StackError(f"{what} {url!r} must not carry a query or fragment")
+    return url.rstrip("/")
+
+
+def default_public_url(environ: Mapping[str, str] = os.environ) -> str:
+    """MLFLOW_PUBLIC_URL, else the loopback address compose publishes MLflow on."""
+    if environ.get("MLFLOW_PUBLIC_URL"):
+        return environ["MLFLOW_PUBLIC_URL"]
+    port = environ.get("MLFLOW_PORT") or str(DEFAULT_PORT)
+    return f"http://localhost:{port}"
+
+
+def check_experiment_name(name: str) -> str:
+    if not name or name != name.strip():
+        raise StackError(f"invalid experiment name {name!r}: it must be non-empty without surrounding spaces")
+    if len(name) > MAX_EXPERIMENT_NAME:
+        raise StackError(f"invalid experiment name: {len(name)} characters, MLflow allows {MAX_EXPERIMENT_NAME}")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        raise StackError(f"invalid experiment name {name!r}: it holds control characters")
+    return name
+
+
+def goose_env(public_url: str, experiment_id: str) -> dict[str, str]:
+    """What goose (and any OTel SDK) needs to send its traces to this stack."""
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": public_url,
+        "OTEL_EXPORTER_OTLP_HEADERS": f"x-mlflow-experiment-id={experiment_id}",
+        # Only traces: MLflow answers /v1/traces and nothing else.
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+        "OTEL_SERVICE_NAME": SERVICE_NAME,
+    }
+
+
+def traces_ui_url(public_url: str, experiment_id: str) -> str:
+    return f"{public_url}/#/experiments/{experiment_id}/traces"

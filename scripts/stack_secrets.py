@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""Generate the stack's credentials once and keep them.
+
+Runs as the one-shot `secrets` service on every `up`: a file that exists is
+never rewritten, so PostgreSQL and MinIO keep accepting the credentials they
+were initialised with. Prints only names, never values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+from pathlib import Path
+
+# name -> random bytes (token_urlsafe gives [A-Za-z0-9_-], safe in URIs and env files).
+SECRETS = {
+    "postgres-password": 24,      # PostgreSQL superuser
+    "mlflow-db-password": 24,     # PostgreSQL role MLflow connects as
+    "minio-root-user": 12,        # MinIO root access key (MinIO wants >= 3 chars)
+    "minio-root-password": 24,    # MinIO root secret key (MinIO wants >= 8 chars)
+}
+# Readable by every container of the stack that mounts the volume (they run as
+# different users: postgres, root in MinIO, the mlflow user); only the secrets
+# service mounts it writable, and on the host the volume is root's alone.
+FILE_MODE = 0o444
+
+
+def ensure_secret(directory: Path, name: str, nbytes: int) -> bool:
+    """Create directory/name with a random value unless it exists; True when created."""
+    path = directory / name
+    if path.exists():
+        if not path.read_text().strip():
+            raise SystemExit(f"stack_secrets: error: {path} is empty; delete it only if the stack's volumes are new")
+        return False
+    tmp = directory / f".{name}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_urlsafe(nbytes))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(tmp, FILE_MODE)
+    os.replace(tmp, path)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Create the stack's random credentials if they do not exist yet.")
+    parser.add_argument("directory", type=Path, help="where the secret files live (the secrets volume)")
+    args = parser.parse_args(argv)
+    if not args.directory.is_dir():
+        print(f"stack_secrets: error: {args.directory} is not a directory; mount the secrets volume there",
+              file=sys.stderr)
+        return 1
+    for name, nbytes in SECRETS.items():
+        created = ensure_secret(args.directory, name, nbytes)
+        print(f"stack_secrets: {name}: {'generated' if created else 'kept'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Session fixtures: the stack's services started once, natively, for real.
+
+PostgreSQL and MLflow are the real programs; S3 is moto's server, the MinIO
+stand-in (tests/README.md). Each is configured from compose.yaml.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import stack
+
+sys.path.insert(0, str(stack.SCRIPTS))
+
+
+@dataclass
+class NativeStack:
+    root: Path
+    secrets: Path
+    postgres: stack.NativePostgres
+    s3_url: str
+    mlflow_url: str
+    mlflow_port: int
+    compose: dict
+    replacements: dict[str, str]
+
+    def secret(self, name: str) -> str:
+        return (self.secrets / name).read_text().strip()
+
+    @property
+    def bucket(self) -> str:
+        return self.compose["services"]["bucket"]["environment"]["MLFLOW_BUCKET"]
+
+    def service_env(self, name: str) -> dict[str, str]:
+        return stack.service_env(self.compose["services"][name], self.replacements)
+
+    def database_uri(self, role: str, password: str, database: str) -> str:
+        return f"postgresql://{role}:{password}@127.0.0.1:{self.postgres.port}/{database}"
+
+
+def _start_postgres(root: Path, secrets: Path, compose: dict, replacements: dict[str, str]) -> stack.NativePostgres:
+    server = stack.NativePostgres(root / "postgres", secrets / "postgres-password")
+    server.start()
+    # The same init script the container runs on an empty data directory.
+    env = {**os.environ, **stack.service_env(compose["services"]["postgres"], replacements),
+           "PGHOST": str(server.sockets), "PGPORT": str(server.port)}
+    for script in sorted((stack.REPO / "postgres" / "initdb").glob("*.sh")):
+        subprocess.run(["sh", str(script)], check=True, env=env, capture_output=True, timeout=60)
+    return server
+
+
+def _start_s3(root: Path) -> tuple[subprocess.Popen, str]:
+    port = stack.free_port()
+    moto = Path(sys.executable).parent / "moto_server"
+    log = open(root / "s3.log", "w")
+    process = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    stack.wait_for_http(url + "/moto-api/", 30, process)
+    return process, url
+
+
+def _run_in_entrypoint(command: list[str], env: dict[str, str], **popen: object) -> subprocess.Popen:
+    """Start `command` through the MLflow image's entrypoint, as the container does."""
+    full_env = {**os.environ, **stack.python_path_env(), **env}
+    for name in ("PGPASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        full_env.pop(name, None)
+    return subprocess.Popen(["sh", str(stack.ENTRYPOINT), *command], env=full_env, **popen)
+
+
+@pytest.fixture(scope="session")
+def native_stack() -> Iterator[NativeStack]:
+    # Under /tmp with 0755: the unprivileged postgres user must reach it.
+    root = Path(tempfile.mkdtemp(prefix="goose-mlflow-native-", dir="/tmp"))
+    root.chmod(0o755)
+    secrets = root / "secrets"
+    secrets.mkdir()
+    processes: list[subprocess.Popen] = []
+    postgres = None
+    try:
+        generated = stack.run_script("stack_secrets.py", str(secrets))
+        assert generated.returncode == 0, generated.stderr
+        mlflow_port = stack.free_port()
+        compose = stack.load_compose({"MLFLOW_PORT": str(mlflow_port)})
+        s3_process, s3_url = _start_s3(root)
+        processes.append(s3_process)
+        replacements = {stack.SECRETS_IN_CONTAINER: str(secrets), "http://minio:9000": s3_url}
+        postgres = _start_postgres(root, secrets, compose, replacements)
+        replacements["@postgres:5432/"] = f"@127.0.0.1:{postgres.port}/"
+
+        bucket = compose["services"]["bucket"]
+        job = _run_in_entrypoint(bucket["command"], stack.service_env(bucket, replacements), cwd=stack.REPO)
+        assert job.wait(timeout=120) == 0, "create_bucket.py failed"
+
+        mlflow = compose["services"]["mlflow"]
+        command = [arg.replace("--host=0.0.0.0", "--host=127.0.0.1").replace("--port=5000", f"--port={mlflow_port}")
+                   for arg in mlflow["command"]]
+        log = open(root / "mlflow.log", "w")
+        server = _run_in_entrypoint(command, stack.service_env(mlflow, replacements),
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        processes.append(server)
+        url = f"http://127.0.0.1:{mlflow_port}"
+        stack.wait_for_http(url + "/health", 180, server)
+        yield NativeStack(root, secrets, postgres, s3_url, url, mlflow_port, compose, replacements)
+    finally:
+        for process in reversed(processes):
+            try:
+                os.killpg(process.pid, 15)
+            except (ProcessLookupError, PermissionError):
+                process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        if postgres is not None:
+            postgres.stop()
+        if os.environ.get("KEEP_TEST_DIRS") != "1":
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def bootstrapped(native_stack: NativeStack) -> Path:
+    """An env file written by the bootstrap against the native stack, as compose runs it."""
+    env_dir = native_stack.root / "project"
+    env_dir.mkdir(exist_ok=True)
+    env_file = env_dir / ".env"
+    result = stack.run_script("bootstrap.py", "--tracking-uri", native_stack.mlflow_url, "--env-file", str(env_file),
+                              env=native_stack.service_env("bootstrap"), cwd=env_dir)
+    assert result.returncode == 0, result.stderr
+    return env_file

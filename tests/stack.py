@@ -1,0 +1,144 @@
+"""Helpers the tests share: compose.yaml as data, free ports, real servers.
+
+Native servers are started from the machine's own binaries with the settings
+compose.yaml gives the containers, read from compose.yaml (never copied), so a
+change there is what the native tests exercise.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPTS = REPO / "scripts"
+COMPOSE_FILE = REPO / "compose.yaml"
+ENTRYPOINT = REPO / "mlflow" / "docker-entrypoint.sh"
+SECRETS_IN_CONTAINER = "/run/secrets/stack"
+
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^${}]*))?\}")
+
+
+def interpolate(value: str, environ: Mapping[str, str]) -> str:
+    """Compose's ${VAR} and ${VAR:-default}, innermost first (defaults may nest)."""
+    while True:
+        new = _VARIABLE.sub(lambda m: environ.get(m.group(1)) or (m.group(2) or ""), value)
+        if new == value:
+            return new
+        value = new
+
+
+def _interpolate_tree(node: Any, environ: Mapping[str, str]) -> Any:
+    if isinstance(node, str):
+        return interpolate(node, environ)
+    if isinstance(node, list):
+        return [_interpolate_tree(item, environ) for item in node]
+    if isinstance(node, dict):
+        return {key: _interpolate_tree(value, environ) for key, value in node.items()}
+    return node
+
+
+def load_compose(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """compose.yaml with anchors merged and variables resolved against `environ`."""
+    raw = yaml.safe_load(COMPOSE_FILE.read_text())
+    return _interpolate_tree(raw, environ or {})
+
+
+def service_env(service: dict[str, Any], replacements: Mapping[str, str]) -> dict[str, str]:
+    """A service's environment with container addresses and paths replaced by native ones."""
+    env = {}
+    for key, value in (service.get("environment") or {}).items():
+        text = str(value)
+        for old, new in replacements.items():
+            text = text.replace(old, new)
+        env[key] = text
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_http(url: str, timeout: float, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} did not answer within {timeout} s")
+
+
+def run_script(name: str, *args: str, env: Mapping[str, str] | None = None,
+               cwd: Path | None = None, user: str | None = None) -> subprocess.CompletedProcess:
+    """Run scripts/<name> with this interpreter, as a user would."""
+    command = [sys.executable, str(SCRIPTS / name), *args]
+    if user is not None:
+        command = ["runuser", "-u", user, "--", *command]
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(command, capture_output=True, text=True, env=full_env, cwd=cwd, timeout=300)
+
+
+def python_path_env() -> dict[str, str]:
+    """PATH with this interpreter's bin first, so `python3` and `mlflow` are the test venv's."""
+    return {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+class NativePostgres:
+    """A throwaway PostgreSQL server from the machine's binaries, run as an unprivileged user."""
+
+    def __init__(self, root: Path, superuser_password_file: Path) -> None:
+        self.bindir = Path(find_postgres_bindir())
+        self.root = root
+        self.data = root / "data"
+        self.sockets = root / "sockets"
+        self.port = free_port()
+        self.password_file = superuser_password_file
+        self.run_as = "postgres" if os.geteuid() == 0 else None
+
+    def _run(self, *command: str) -> None:
+        prefix = ["runuser", "-u", self.run_as, "--"] if self.run_as else []
+        subprocess.run([*prefix, *command], check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        self.sockets.mkdir(parents=True)
+        if self.run_as:
+            entry = pwd.getpwnam(self.run_as)
+            os.chown(self.root, entry.pw_uid, entry.pw_gid)
+            os.chown(self.sockets, entry.pw_uid, entry.pw_gid)
+        self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres",
+                  "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={self.password_file}")
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-w", "-l", str(self.root / "server.log"),
+                  "-o", f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1", "start")
+
+    def stop(self) -> None:
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+
+def find_postgres_bindir() -> str:
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), reverse=True)
+    if candidates:
+        return str(candidates[0].parent)
+    initdb = shutil.which("initdb")
+    if initdb:
+        return str(Path(initdb).resolve().parent)
+    raise RuntimeError("no PostgreSQL server binaries: apt-get install postgresql")

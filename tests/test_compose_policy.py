@@ -1,0 +1,139 @@
+"""compose.yaml and the images follow the stack's rules: pinned, health-checked, private, no default secrets."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+import stack
+
+COMPOSE = stack.load_compose({})
+RAW = stack.COMPOSE_FILE.read_text()
+SERVICES = COMPOSE["services"]
+ONE_SHOT = {name for name, svc in SERVICES.items() if svc.get("restart") == "no"}
+LONG_RUNNING = set(SERVICES) - ONE_SHOT
+
+
+def test_project_name_is_fixed():
+    assert COMPOSE["name"] == "goose-mlflow"
+
+
+def test_the_stack_has_its_services():
+    assert {"postgres", "minio", "mlflow"} <= LONG_RUNNING
+    assert {"secrets", "bucket", "bootstrap"} <= ONE_SHOT
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_every_image_is_pinned(name):
+    image = SERVICES[name]["image"]
+    repository, _, tag = image.rpartition(":")
+    assert repository and tag and tag != "latest" and "/" not in tag, image
+
+
+def test_postgres_major_version_is_pinned_to_17():
+    assert SERVICES["postgres"]["image"].startswith("postgres:17")
+
+
+def test_minio_image_is_overridable_through_one_variable():
+    assert "${MINIO_IMAGE:-" in RAW
+    assert stack.load_compose({"MINIO_IMAGE": "example/minio:1"})["services"]["minio"]["image"] == "example/minio:1"
+
+
+def test_dockerfile_base_image_is_pinned():
+    dockerfile = (stack.REPO / "mlflow" / "Dockerfile").read_text()
+    base = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", dockerfile, re.M).group(1)
+    assert re.fullmatch(r"python:3\.\d+-slim-\w+", base), base
+
+
+def test_dockerfile_runs_as_non_root_user():
+    dockerfile = (stack.REPO / "mlflow" / "Dockerfile").read_text()
+    users = re.findall(r"^USER (\S+)$", dockerfile, re.M)
+    assert users and users[-1] not in ("root", "0")
+
+
+@pytest.mark.parametrize("path", ["mlflow/requirements.txt", "requirements-dev.txt"])
+def test_python_requirements_are_pinned_exactly(path):
+    lines = [line.split("#")[0].strip() for line in (stack.REPO / path).read_text().splitlines()]
+    requirements = [line for line in lines if line]
+    assert requirements and all(re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[\w.]+", r) for r in requirements), requirements
+
+
+def test_test_pins_match_the_image_pins():
+    def pins(path):
+        lines = (stack.REPO / path).read_text().splitlines()
+        return dict(line.split("==") for line in lines if "==" in line and not line.startswith("#"))
+    image, dev = pins("mlflow/requirements.txt"), pins("requirements-dev.txt")
+    assert {name: dev.get(name) for name in image} == image
+
+
+@pytest.mark.parametrize("name", sorted(LONG_RUNNING))
+def test_long_running_services_have_health_check_and_restart_policy(name):
+    service = SERVICES[name]
+    assert service["healthcheck"]["test"][0] == "CMD"
+    assert service["restart"] == "unless-stopped"
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_dependencies_use_conditions(name):
+    for dependency, spec in (SERVICES[name].get("depends_on") or {}).items():
+        expected = "service_completed_successfully" if dependency in ONE_SHOT else "service_healthy"
+        assert spec["condition"] == expected, (name, dependency)
+
+
+def test_mlflow_waits_for_database_and_bucket_and_bootstrap_for_mlflow():
+    assert set(SERVICES["mlflow"]["depends_on"]) == {"postgres", "bucket"}
+    assert set(SERVICES["bootstrap"]["depends_on"]) == {"mlflow"}
+
+
+def test_nothing_sleeps():
+    assert not re.search(r"\bsleep\b", RAW)
+
+
+def test_only_mlflow_is_published_and_only_on_loopback():
+    published = {name: svc["ports"] for name, svc in SERVICES.items() if svc.get("ports")}
+    assert list(published) == ["mlflow"]
+    assert published["mlflow"] == ["127.0.0.1:5000:5000"]
+
+
+def test_port_follows_mlflow_port_setting():
+    compose = stack.load_compose({"MLFLOW_PORT": "5123"})
+    assert compose["services"]["mlflow"]["ports"] == ["127.0.0.1:5123:5000"]
+    assert compose["services"]["bootstrap"]["environment"]["MLFLOW_PUBLIC_URL"] == "http://localhost:5123"
+
+
+def test_no_password_or_key_has_a_literal_value():
+    for name, service in SERVICES.items():
+        for key, value in (service.get("environment") or {}).items():
+            if re.search(r"PASSWORD|SECRET|ACCESS_KEY|ROOT_USER", key):
+                assert key.endswith("_FILE") and str(value).startswith(stack.SECRETS_IN_CONTAINER), (name, key)
+
+
+def test_database_uri_names_psycopg2_and_holds_no_password():
+    uri = SERVICES["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"]
+    assert uri.startswith("postgresql+psycopg2://mlflow@")
+
+
+def test_mlflow_serves_artifacts_from_the_bucket_and_sets_workers_and_jobs_on_purpose():
+    command = SERVICES["mlflow"]["command"]
+    assert "--serve-artifacts" in command
+    assert "--artifacts-destination=s3://mlflow-artifacts" in command
+    assert "--workers=2" in command
+    assert SERVICES["mlflow"]["environment"]["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+
+
+def test_mlflow_health_check_needs_no_curl():
+    assert "curl" not in " ".join(SERVICES["mlflow"]["healthcheck"]["test"])
+
+
+def test_only_the_secrets_job_may_write_the_secrets_volume():
+    for name, service in SERVICES.items():
+        for volume in service.get("volumes", []):
+            if volume.startswith("secrets:"):
+                assert volume.endswith(":ro") == (name != "secrets"), (name, volume)
+
+
+def test_env_example_documents_every_variable_compose_reads():
+    variables = set(re.findall(r"\$\{([A-Z_]+)", RAW))
+    example = (stack.REPO / ".env.example").read_text()
+    assert variables and all(f"{variable}=" in example for variable in variables), variables

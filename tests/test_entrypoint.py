@@ -1,0 +1,69 @@
+"""mlflow/docker-entrypoint.sh: secrets from files, Host allow-list and CORS from the public URL."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+import stack
+
+
+def run_entrypoint(env: dict[str, str], *command: str) -> subprocess.CompletedProcess:
+    command = command or ("env",)
+    return subprocess.run(["sh", str(stack.ENTRYPOINT), *command], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", **env}, timeout=30)
+
+
+def exported(result: subprocess.CompletedProcess) -> dict[str, str]:
+    assert result.returncode == 0, result.stderr
+    return dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+
+
+def test_secret_is_read_from_its_file_and_the_file_variable_is_unset(tmp_path):
+    (tmp_path / "pw").write_text("s3cret-value")
+    env = exported(run_entrypoint({"PGPASSWORD_FILE": str(tmp_path / "pw")}))
+    assert env["PGPASSWORD"] == "s3cret-value" and "PGPASSWORD_FILE" not in env
+
+
+def test_secret_value_is_not_printed(tmp_path):
+    (tmp_path / "pw").write_text("s3cret-value")
+    result = run_entrypoint({"AWS_SECRET_ACCESS_KEY_FILE": str(tmp_path / "pw"),
+                             "MLFLOW_PUBLIC_URL": "http://localhost:5000"}, "true")
+    assert "s3cret-value" not in result.stdout + result.stderr
+
+
+def test_variable_and_its_file_together_are_refused(tmp_path):
+    (tmp_path / "pw").write_text("x")
+    result = run_entrypoint({"PGPASSWORD": "y", "PGPASSWORD_FILE": str(tmp_path / "pw")}, "true")
+    assert result.returncode == 1 and "both PGPASSWORD and PGPASSWORD_FILE" in result.stderr
+
+
+def test_missing_secret_file_is_a_clear_error(tmp_path):
+    result = run_entrypoint({"PGPASSWORD_FILE": str(tmp_path / "absent")}, "true")
+    assert result.returncode == 1 and "not readable" in result.stderr
+
+
+def test_allowed_hosts_cover_loopback_service_name_and_public_host():
+    env = exported(run_entrypoint({"MLFLOW_PUBLIC_URL": "https://mlflow.example.com/"}))
+    hosts = env["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
+    assert {"localhost:*", "127.0.0.1:*", "mlflow", "mlflow:*", "mlflow.example.com", "mlflow.example.com:*"} <= set(hosts)
+    assert env["MLFLOW_SERVER_CORS_ALLOWED_ORIGINS"] == "https://mlflow.example.com"
+
+
+def test_public_url_with_port_keeps_the_port_in_the_origin():
+    env = exported(run_entrypoint({"MLFLOW_PUBLIC_URL": "http://10.0.0.5:8080"}))
+    assert "10.0.0.5:*" in env["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
+    assert env["MLFLOW_SERVER_CORS_ALLOWED_ORIGINS"] == "http://10.0.0.5:8080"
+
+
+def test_ipv6_public_host_is_escaped_for_mlflow_pattern_matching():
+    env = exported(run_entrypoint({"MLFLOW_PUBLIC_URL": "http://[fd00::5]:5000"}))
+    hosts = env["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
+    assert "[fd00::5]" in hosts and "[[]fd00::5]:*" in hosts
+
+
+@pytest.mark.parametrize("name", ["MLFLOW_SERVER_ALLOWED_HOSTS", "MLFLOW_SERVER_CORS_ALLOWED_ORIGINS"])
+def test_explicit_settings_win_over_derived_ones(name):
+    env = exported(run_entrypoint({name: "custom", "MLFLOW_PUBLIC_URL": "http://localhost:5000"}))
+    assert env[name] == "custom"

@@ -1,0 +1,217 @@
+"""The stack's path end to end, natively: real PostgreSQL, real MLflow, S3 stand-in.
+
+MLflow runs through mlflow/docker-entrypoint.sh with compose.yaml's command and
+environment; traces are sent by the stock OpenTelemetry SDK configured only
+from the env file the bootstrap wrote; assertions read PostgreSQL, MLflow's API
+and the bucket.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import boto3
+import psycopg2
+import pytest
+
+import stack
+from mlflow_api import MlflowClient
+
+EMITTER = Path(__file__).with_name("otel_emit.py")
+
+
+def source_and_emit(env_file: Path, session_id: str) -> str:
+    """Source the env file in bash, then export a session with the stock SDK; returns the MLflow trace id."""
+    clean_env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root")}
+    result = subprocess.run(["bash", "-c", 'source "$1" && exec "$2" "$3" "$4"', "emit",
+                             str(env_file), sys.executable, str(EMITTER), session_id],
+                            capture_output=True, text=True, env=clean_env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return "tr-" + result.stdout.strip()
+
+
+def experiment_id_in(env_file: Path) -> str:
+    for line in env_file.read_text().splitlines():
+        if line.startswith("export OTEL_EXPORTER_OTLP_HEADERS="):
+            return line.rsplit("=", 1)[1]
+    raise AssertionError("no headers line")
+
+
+@pytest.fixture(scope="module")
+def db(native_stack):
+    connection = psycopg2.connect(native_stack.database_uri("mlflow", native_stack.secret("mlflow-db-password"), "mlflow"))
+    connection.autocommit = True
+    yield connection
+    connection.close()
+
+
+@pytest.fixture(scope="module")
+def emitted(native_stack, bootstrapped):
+    session_id = f"native-{uuid.uuid4().hex[:8]}"
+    return source_and_emit(bootstrapped, session_id), session_id
+
+
+def stored_spans(db, trace_id: str) -> dict[str, dict[str, object]]:
+    """Span name -> attributes, decoded from the rows MLflow wrote to the spans table."""
+    with db.cursor() as cursor:
+        cursor.execute("SELECT name, content FROM spans WHERE trace_id = %s", (trace_id,))
+        rows = cursor.fetchall()
+    return {name: {key: json.loads(value) for key, value in json.loads(content)["attributes"].items()}
+            for name, content in rows}
+
+
+def test_bootstrap_creates_goose_traces_experiment(native_stack, bootstrapped):
+    experiment = MlflowClient(native_stack.mlflow_url).get_experiment_by_name("goose-traces")
+    assert experiment["lifecycle_stage"] == "active"
+    assert experiment_id_in(bootstrapped) == str(experiment["experiment_id"])
+
+
+def test_env_file_points_goose_at_the_public_url(native_stack, bootstrapped):
+    text = bootstrapped.read_text()
+    assert f"export OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:{native_stack.mlflow_port}\n" in text
+    assert "COMPRESSION" not in text
+
+
+def test_rerun_keeps_experiment_id_and_leaves_env_file_identical(native_stack, bootstrapped):
+    before, mtime = bootstrapped.read_bytes(), bootstrapped.stat().st_mtime_ns
+    result = stack.run_script("bootstrap.py", "--tracking-uri", native_stack.mlflow_url, "--env-file", str(bootstrapped),
+                              env=native_stack.service_env("bootstrap"), cwd=bootstrapped.parent)
+    assert result.returncode == 0, result.stderr
+    assert "(unchanged)" in result.stdout
+    assert bootstrapped.read_bytes() == before and bootstrapped.stat().st_mtime_ns == mtime
+
+
+def test_summary_tells_what_to_do_next(native_stack, bootstrapped):
+    result = stack.run_script("bootstrap.py", "--tracking-uri", native_stack.mlflow_url, "--env-file", str(bootstrapped),
+                              env=native_stack.service_env("bootstrap"), cwd=bootstrapped.parent)
+    assert "source .env && goose session" in result.stdout
+    assert f"http://localhost:{native_stack.mlflow_port}/#/experiments/" in result.stdout
+    assert "waiting for MLflow" in result.stderr and "waiting" not in result.stdout
+
+
+def test_deleted_experiment_is_restored_not_duplicated(native_stack, tmp_path):
+    client = MlflowClient(native_stack.mlflow_url)
+    name = f"restore-{uuid.uuid4().hex[:6]}"
+    experiment_id = client.create_experiment(name)
+    client.request("POST", "/api/2.0/mlflow/experiments/delete", {"experiment_id": experiment_id})
+    result = stack.run_script("bootstrap.py", "--tracking-uri", native_stack.mlflow_url,
+                              "--experiment", name, "--env-file", str(tmp_path / ".env"))
+    assert result.returncode == 0, result.stderr
+    assert experiment_id_in(tmp_path / ".env") == experiment_id
+    assert client.get_experiment_by_name(name)["lifecycle_stage"] == "active"
+
+
+def test_existing_user_lines_survive_a_successful_bootstrap(native_stack, tmp_path):
+    env_file = tmp_path / ".env"
+    user = "# team settings\nMLFLOW_PORT=5000\nexport OTEL_EXPORTER_OTLP_COMPRESSION=gzip\nexport GOOSE_MODE=auto\n"
+    env_file.write_text(user)
+    result = stack.run_script("bootstrap.py", "--tracking-uri", native_stack.mlflow_url, "--env-file", str(env_file))
+    assert result.returncode == 0, result.stderr
+    text = env_file.read_text()
+    assert text.startswith("# team settings\nMLFLOW_PORT=5000\nexport GOOSE_MODE=auto\n")
+    assert "COMPRESSION" not in text and "removing OTEL_EXPORTER_OTLP_COMPRESSION" in result.stderr
+
+
+def test_sdk_trace_lands_in_goose_traces_with_span_types(native_stack, bootstrapped, emitted, db):
+    trace_id, _ = emitted
+    with db.cursor() as cursor:
+        cursor.execute("SELECT experiment_id FROM trace_info WHERE request_id = %s", (trace_id,))
+        assert cursor.fetchone() == (int(experiment_id_in(bootstrapped)),)
+    types = {name: attributes["mlflow.spanType"] for name, attributes in stored_spans(db, trace_id).items()}
+    assert types == {"invoke_agent goose": "AGENT", "chat gpt-4o": "CHAT_MODEL",
+                     "execute_tool developer__shell": "TOOL"}
+
+
+def test_sdk_trace_carries_token_usage(native_stack, emitted):
+    trace = MlflowClient(native_stack.mlflow_url).get_trace(emitted[0])
+    usage = json.loads(trace["trace_info"]["trace_metadata"]["mlflow.trace.tokenUsage"])
+    assert usage == {"input_tokens": 321, "output_tokens": 45, "total_tokens": 366}
+
+
+def test_unicode_attributes_are_stored_intact(emitted, db):
+    from otel_emit import PROMPT
+
+    assert stored_spans(db, emitted[0])["invoke_agent goose"]["goose.prompt"] == PROMPT
+
+
+def test_session_id_links_the_trace_to_its_goose_session(native_stack, emitted):
+    trace = MlflowClient(native_stack.mlflow_url).get_trace(emitted[0])
+    assert trace["trace_info"]["trace_metadata"]["mlflow.trace.session"] == emitted[1]
+
+
+def test_verify_passes_and_leaves_nothing_in_goose_traces(native_stack, bootstrapped, db):
+    experiment_id = experiment_id_in(bootstrapped)
+    with db.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM trace_info WHERE experiment_id = %s", (int(experiment_id),))
+        before = cursor.fetchone()[0]
+    result = stack.run_script("verify.py", "--env-file", str(bootstrapped))
+    assert result.returncode == 0, result.stderr
+    assert "OK: trace tr-" in result.stdout and "total 2765" in result.stdout
+    with db.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM trace_info WHERE experiment_id = %s", (int(experiment_id),))
+        assert cursor.fetchone()[0] == before
+
+
+def test_verify_names_the_failing_step_when_mlflow_is_unreachable(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:{stack.free_port()}\n"
+                        "export OTEL_EXPORTER_OTLP_HEADERS=x-mlflow-experiment-id=1\n")
+    result = stack.run_script("verify.py", "--env-file", str(env_file))
+    assert result.returncode == 1 and "step 'send OTLP' failed" in result.stderr
+
+
+def test_artifact_logged_through_mlflow_lands_in_the_bucket(native_stack, tmp_path):
+    import mlflow
+
+    mlflow.set_tracking_uri(native_stack.mlflow_url)
+    artifact = tmp_path / "notes.txt"
+    artifact.write_text("artifact body ✓")
+    experiment_id = mlflow.create_experiment(f"artifacts-{uuid.uuid4().hex[:6]}")
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        mlflow.log_artifact(str(artifact))
+    s3 = boto3.client("s3", endpoint_url=native_stack.s3_url, region_name="us-east-1",
+                      aws_access_key_id=native_stack.secret("minio-root-user"),
+                      aws_secret_access_key=native_stack.secret("minio-root-password"))
+    keys = [obj["Key"] for obj in s3.list_objects_v2(Bucket=native_stack.bucket).get("Contents", [])]
+    key = next(k for k in keys if run.info.run_id in k and k.endswith("notes.txt"))
+    assert s3.get_object(Bucket=native_stack.bucket, Key=key)["Body"].read().decode() == "artifact body ✓"
+
+
+def request_status(url: str, host: str) -> int:
+    request = urllib.request.Request(url, headers={"Host": host})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@pytest.mark.parametrize("host", ["mlflow:5000", "localhost:5000", "127.0.0.1"])
+def test_service_name_and_loopback_hosts_are_accepted(native_stack, host):
+    url = native_stack.mlflow_url + "/api/2.0/mlflow/experiments/search?max_results=1"
+    assert request_status(url, host) == 200
+
+
+def test_unknown_host_header_is_rejected(native_stack):
+    url = native_stack.mlflow_url + "/api/2.0/mlflow/experiments/search?max_results=1"
+    assert request_status(url, "attacker.example") == 403
+
+
+def test_mlflow_connects_as_its_own_unprivileged_role(native_stack, db):
+    with db.cursor() as cursor:
+        cursor.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+        assert cursor.fetchone() == (False,)
+        cursor.execute("SELECT count(*) FROM alembic_version")
+        assert cursor.fetchone()[0] == 1
+
+
+def test_database_refuses_a_wrong_password(native_stack):
+    with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
+        psycopg2.connect(native_stack.database_uri("mlflow", "wrong-password", "mlflow"))
