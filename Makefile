@@ -12,7 +12,11 @@ help: ## List the targets
 
 up: ## Start the stack, wait until healthy, print the bootstrap's summary
 	$(COMPOSE) up --detach --build --wait
-	@$(COMPOSE) logs --no-log-prefix bootstrap | grep -v '^bootstrap: '
+	@# --wait returns while the bootstrap job may still run; its exit status decides.
+	@$(COMPOSE) wait bootstrap >/dev/null 2>&1; status=$$?; \
+	$(COMPOSE) logs --no-log-prefix bootstrap | grep -v '^bootstrap: '; \
+	if [ $$status -ne 0 ]; then echo "make up: the bootstrap failed (exit $$status); see above" >&2; fi; \
+	exit $$status
 
 down: ## Stop the stack; data and credentials stay (down -v deletes them)
 	$(COMPOSE) down

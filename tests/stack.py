@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "scripts"
 COMPOSE_FILE = REPO / "compose.yaml"
 ENTRYPOINT = REPO / "mlflow" / "docker-entrypoint.sh"
+EMITTER = Path(__file__).with_name("otel_emit.py")
 SECRETS_IN_CONTAINER = "/run/secrets/stack"
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^${}]*))?\}")
@@ -142,3 +143,20 @@ def find_postgres_bindir() -> str:
     if initdb:
         return str(Path(initdb).resolve().parent)
     raise RuntimeError("no PostgreSQL server binaries: apt-get install postgresql")
+
+
+def source_and_emit(env_file: Path, session_id: str) -> str:
+    """Source the env file in bash, then export a session with the stock SDK; returns the MLflow trace id."""
+    clean_env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root")}
+    result = subprocess.run(["bash", "-c", 'source "$1" && exec "$2" "$3" "$4"', "emit",
+                             str(env_file), sys.executable, str(EMITTER), session_id],
+                            capture_output=True, text=True, env=clean_env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return "tr-" + result.stdout.strip()
+
+
+def experiment_id_in(env_file: Path) -> str:
+    for line in env_file.read_text().splitlines():
+        if line.startswith("export OTEL_EXPORTER_OTLP_HEADERS="):
+            return line.rsplit("=", 1)[1]
+    raise AssertionError("no headers line")

@@ -9,13 +9,9 @@ and the bucket.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 import uuid
-from pathlib import Path
 
 import boto3
 import psycopg2
@@ -23,26 +19,7 @@ import pytest
 
 import stack
 from mlflow_api import MlflowClient
-
-EMITTER = Path(__file__).with_name("otel_emit.py")
-
-
-def source_and_emit(env_file: Path, session_id: str) -> str:
-    """Source the env file in bash, then export a session with the stock SDK; returns the MLflow trace id."""
-    clean_env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root")}
-    result = subprocess.run(["bash", "-c", 'source "$1" && exec "$2" "$3" "$4"', "emit",
-                             str(env_file), sys.executable, str(EMITTER), session_id],
-                            capture_output=True, text=True, env=clean_env, timeout=120)
-    assert result.returncode == 0, result.stderr
-    return "tr-" + result.stdout.strip()
-
-
-def experiment_id_in(env_file: Path) -> str:
-    for line in env_file.read_text().splitlines():
-        if line.startswith("export OTEL_EXPORTER_OTLP_HEADERS="):
-            return line.rsplit("=", 1)[1]
-    raise AssertionError("no headers line")
-
+from stack import experiment_id_in, source_and_emit
 
 @pytest.fixture(scope="module")
 def db(native_stack):

@@ -1,0 +1,200 @@
+"""The real compose.yaml under a real Docker engine, from a clean copy of the repository.
+
+Runs whenever an engine answers; in CI (CI=true) a missing engine or image is a
+failure, never a skip. Uses its own compose project name and port, so a
+developer's running stack is left alone. Tests run in file order: up, use,
+restart, down/up, down -v/up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+import stack
+from mlflow_api import MlflowApiError, MlflowClient
+from stack_secrets import SECRETS
+from stack import experiment_id_in, source_and_emit
+
+pytestmark = pytest.mark.docker
+REPO_OWNER_UID = 4242  # the clean copy belongs to a non-root user, as a real checkout does
+
+
+def engine_problem() -> str | None:
+    if shutil.which("docker") is None:
+        return "no docker CLI"
+    info = subprocess.run(["docker", "info"], capture_output=True, text=True)
+    if info.returncode != 0:
+        return f"no Docker engine answers: {info.stderr.strip()[:200]}"
+    compose = stack.load_compose({})
+    images = {service["image"] for service in compose["services"].values() if "build" not in service}
+    missing = [image for image in sorted(images)
+               if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode != 0]
+    if missing:
+        return f"images missing: {', '.join(missing)}; run make offline-images"
+    return None
+
+
+class Stack:
+    """A compose project in a clean copy of the repository."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = stack.free_port()
+        self.env = {**os.environ, "COMPOSE_PROJECT_NAME": f"goose-mlflow-test-{uuid.uuid4().hex[:6]}",
+                    "MLFLOW_PORT": str(self.port)}
+        for key in ("MLFLOW_PUBLIC_URL", "GOOSE_EXPERIMENT", "MLFLOW_BUCKET"):
+            self.env.pop(key, None)
+        self.url = f"http://localhost:{self.port}"
+        self.env_file = directory / ".env"
+
+    def run(self, *command: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+        result = subprocess.run(list(command), cwd=self.directory, env=self.env, capture_output=True, text=True,
+                                timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{' '.join(command)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def compose(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self.run("docker", "compose", *args, check=check)
+
+    def services(self) -> list[dict]:
+        out = self.compose("ps", "--all", "--format", "json").stdout.strip()
+        if out.startswith("["):
+            return json.loads(out)
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def secret(self, name: str) -> str:
+        return self.compose("exec", "-T", "mlflow", "cat", f"{stack.SECRETS_IN_CONTAINER}/{name}").stdout.strip()
+
+    def client(self) -> MlflowClient:
+        return MlflowClient(self.url)
+
+
+def clean_copy(destination: Path) -> Path:
+    """The files git would check out (tracked, plus new files not ignored), nothing else."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            cwd=stack.REPO, capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        source = stack.REPO / name
+        if source.is_file():
+            target = destination / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    if os.geteuid() == 0:
+        os.chown(destination, REPO_OWNER_UID, REPO_OWNER_UID)
+    return destination
+
+
+@pytest.fixture(scope="module")
+def docker_stack(tmp_path_factory):
+    problem = engine_problem()
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(f"Docker end-to-end tests must run in CI: {problem}")
+        pytest.skip(problem)
+    deployment = Stack(clean_copy(tmp_path_factory.mktemp("clean-copy")))
+    try:
+        deployment.up_output = deployment.run("make", "up").stdout
+        yield deployment
+    finally:
+        deployment.compose("down", "--volumes", "--remove-orphans", check=False)
+
+
+@pytest.fixture(scope="module")
+def sent(docker_stack):
+    """A trace sent with the stock OTel SDK configured from the host's .env."""
+    return source_and_emit(docker_stack.env_file, f"docker-{uuid.uuid4().hex[:8]}")
+
+
+def test_make_up_brings_every_service_up_healthy(docker_stack):
+    states = {svc["Service"]: (svc["State"], svc.get("Health", ""), svc.get("ExitCode")) for svc in docker_stack.services()}
+    for name in ("postgres", "minio", "mlflow"):
+        assert states[name][:2] == ("running", "healthy"), states
+    for name in ("secrets", "bucket", "bootstrap"):
+        assert states[name][0] == "exited" and states[name][2] == 0, states
+
+
+def test_make_up_prints_the_bootstrap_summary(docker_stack):
+    assert "source .env && goose session" in docker_stack.up_output
+    assert f"{docker_stack.url}/#/experiments/" in docker_stack.up_output
+
+
+def test_env_file_on_the_host_points_at_the_published_port(docker_stack):
+    text = docker_stack.env_file.read_text()
+    assert f"export OTEL_EXPORTER_OTLP_ENDPOINT={docker_stack.url}\n" in text
+    assert experiment_id_in(docker_stack.env_file) == str(
+        docker_stack.client().get_experiment_by_name("goose-traces")["experiment_id"])
+
+
+def test_env_file_belongs_to_the_repository_owner_not_root(docker_stack):
+    assert docker_stack.env_file.stat().st_uid == docker_stack.directory.stat().st_uid
+
+
+def test_only_mlflow_is_published_and_only_on_loopback(docker_stack):
+    published = {(svc["Service"], pub["URL"], pub["PublishedPort"])
+                 for svc in docker_stack.services() for pub in (svc.get("Publishers") or []) if pub.get("PublishedPort")}
+    assert published == {("mlflow", "127.0.0.1", docker_stack.port)}
+
+
+def test_make_verify_passes(docker_stack):
+    result = docker_stack.run("make", "verify")
+    assert "OK: trace tr-" in result.stdout and "CHAT_MODEL" in result.stdout
+
+
+def test_sdk_trace_from_the_env_file_lands_with_token_usage(docker_stack, sent):
+    trace = docker_stack.client().get_trace(sent)
+    usage = json.loads(trace["trace_info"]["trace_metadata"]["mlflow.trace.tokenUsage"])
+    assert usage["total_tokens"] == 366
+    assert trace["trace_info"]["trace_location"]["mlflow_experiment"]["experiment_id"] == experiment_id_in(
+        docker_stack.env_file)
+
+
+def test_secrets_are_never_in_logs_or_the_env_file(docker_stack):
+    logs = docker_stack.compose("logs", "--no-color").stdout + docker_stack.compose("logs", "--no-color").stderr
+    env_text = docker_stack.env_file.read_text()
+    for name in SECRETS:
+        value = docker_stack.secret(name)
+        assert len(value) >= 12
+        assert value not in logs and value not in env_text, name
+
+
+def wait_healthy(deployment: Stack, timeout: float = 180) -> None:
+    deployment.client().wait_until_healthy(timeout)
+
+
+def test_restart_of_mlflow_keeps_experiment_and_traces(docker_stack, sent):
+    experiment_id = experiment_id_in(docker_stack.env_file)
+    docker_stack.compose("restart", "mlflow")
+    wait_healthy(docker_stack)
+    assert docker_stack.client().get_trace(sent)["trace_info"]["trace_id"] == sent
+    assert str(docker_stack.client().get_experiment_by_name("goose-traces")["experiment_id"]) == experiment_id
+
+
+def test_down_then_up_keeps_everything_and_an_identical_env_file(docker_stack, sent):
+    before = docker_stack.env_file.read_bytes()
+    secrets_before = {name: docker_stack.secret(name) for name in SECRETS}
+    docker_stack.run("make", "down")
+    docker_stack.run("make", "up")
+    assert docker_stack.env_file.read_bytes() == before
+    assert docker_stack.client().get_trace(sent)["trace_info"]["trace_id"] == sent
+    assert {name: docker_stack.secret(name) for name in SECRETS} == secrets_before
+
+
+def test_down_v_then_up_starts_clean(docker_stack, sent):
+    secrets_before = {name: docker_stack.secret(name) for name in SECRETS}
+    docker_stack.compose("down", "--volumes")
+    docker_stack.run("make", "up")
+    with pytest.raises(MlflowApiError) as missing:
+        docker_stack.client().get_trace(sent)
+    assert missing.value.status == 404
+    secrets_after = {name: docker_stack.secret(name) for name in SECRETS}
+    assert all(secrets_after[name] != secrets_before[name] for name in SECRETS)
+    assert experiment_id_in(docker_stack.env_file) == str(
+        docker_stack.client().get_experiment_by_name("goose-traces")["experiment_id"])
