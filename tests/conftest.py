@@ -1,7 +1,7 @@
 """Session fixtures: the stack's services started once, natively, for real.
 
-PostgreSQL and MLflow are the real programs; S3 is moto's server, the MinIO
-stand-in (tests/README.md). Each is configured from compose.yaml.
+PostgreSQL and MLflow are the real programs; S3 is the MinIO stand-in of the
+offline images (moto behind a signature check, tests/README.md). Each is configured from compose.yaml.
 """
 
 from __future__ import annotations
@@ -58,14 +58,16 @@ def _start_postgres(root: Path, secrets: Path, compose: dict, replacements: dict
     return server
 
 
-def _start_s3(root: Path) -> tuple[subprocess.Popen, str]:
+def _start_s3(root: Path, compose: dict, replacements: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    """The MinIO stand-in the Docker tests use too, with compose.yaml's minio settings (credentials checked)."""
     port = stack.free_port()
-    moto = Path(sys.executable).parent / "moto_server"
+    env = {**os.environ, **stack.service_env(compose["services"]["minio"], replacements)}
     log = open(root / "s3.log", "w")
-    process = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+    process = subprocess.Popen([sys.executable, str(stack.S3_STANDIN), *compose["services"]["minio"]["command"],
+                                "--address", f"127.0.0.1:{port}"],
+                               env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    stack.wait_for_http(url + "/moto-api/", 30, process)
+    stack.wait_for_http(url + "/minio/health/ready", 60, process)
     return process, url
 
 
@@ -91,9 +93,10 @@ def native_stack() -> Iterator[NativeStack]:
         assert generated.returncode == 0, generated.stderr
         mlflow_port = stack.free_port()
         compose = stack.load_compose({"MLFLOW_PORT": str(mlflow_port)})
-        s3_process, s3_url = _start_s3(root)
+        replacements = {stack.SECRETS_IN_CONTAINER: str(secrets)}
+        s3_process, s3_url = _start_s3(root, compose, replacements)
         processes.append(s3_process)
-        replacements = {stack.SECRETS_IN_CONTAINER: str(secrets), "http://minio:9000": s3_url}
+        replacements["http://minio:9000"] = s3_url
         postgres = _start_postgres(root, secrets, compose, replacements)
         replacements["@postgres:5432/"] = f"@127.0.0.1:{postgres.port}/"
 

@@ -27,6 +27,7 @@ SCRIPTS = REPO / "scripts"
 COMPOSE_FILE = REPO / "compose.yaml"
 ENTRYPOINT = REPO / "mlflow" / "docker-entrypoint.sh"
 EMITTER = Path(__file__).with_name("otel_emit.py")
+S3_STANDIN = Path(__file__).parent / "offline-images" / "silo" / "s3-standin"
 SECRETS_IN_CONTAINER = "/run/secrets/stack"
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^${}]*))?\}")

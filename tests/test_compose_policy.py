@@ -137,3 +137,12 @@ def test_env_example_documents_every_variable_compose_reads():
     variables = set(re.findall(r"\$\{([A-Z_]+)", RAW))
     example = (stack.REPO / ".env.example").read_text()
     assert variables and all(f"{variable}=" in example for variable in variables), variables
+
+
+def test_offline_images_are_tagged_with_the_names_compose_and_the_dockerfile_use():
+    build = (stack.REPO / "tests" / "offline-images" / "build.sh").read_text()
+    built = set(re.findall(r"^readonly (?:PYTHON|POSTGRES|SILO)_IMAGE=(\S+)$", build, re.M))
+    dockerfile = (stack.REPO / "mlflow" / "Dockerfile").read_text()
+    needed = {svc["image"] for svc in SERVICES.values() if "build" not in svc and svc["image"] != SERVICES["mlflow"]["image"]}
+    needed.add(re.search(r"^ARG PYTHON_IMAGE=(\S+)$", dockerfile, re.M).group(1))
+    assert built == needed
