@@ -11,11 +11,14 @@ help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 up: ## Start the stack, wait until healthy, print the bootstrap's summary
-	$(COMPOSE) up --detach --build --wait
-	@# --wait returns while the bootstrap job may still run; its exit status decides.
-	@$(COMPOSE) wait bootstrap >/dev/null 2>&1; status=$$?; \
-	$(COMPOSE) logs --no-log-prefix bootstrap | grep -v '^bootstrap: '; \
-	if [ $$status -ne 0 ]; then echo "make up: the bootstrap failed (exit $$status); see above" >&2; fi; \
+	@# Compose 2.26's --wait counts a finished one-shot job as a failure, so the
+	@# servers are waited for first and the bootstrap job is waited for by name.
+	$(COMPOSE) up --detach --build --wait mlflow
+	@$(COMPOSE) up --detach --no-deps --force-recreate bootstrap 2>/dev/null; \
+	$(COMPOSE) wait bootstrap >/dev/null 2>&1; status=$$?; \
+	container=$$($(COMPOSE) ps --all --quiet bootstrap); \
+	if [ $$status -eq 0 ]; then docker logs $$container 2>/dev/null; \
+	else docker logs $$container >&2; echo "make up: the bootstrap failed (exit $$status); see above" >&2; fi; \
 	exit $$status
 
 down: ## Stop the stack; data and credentials stay (down -v deletes them)

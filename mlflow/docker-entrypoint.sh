@@ -42,23 +42,33 @@ public_authority() {
 	echo "${authority%%/*}"
 }
 
+# A host bare and with any port; MLflow matches with fnmatch, so the "[" of
+# an IPv6 address is escaped in the wildcard form.
+host_patterns() {
+	case $1 in
+		\[*) echo "$1,[[]${1#[}:*" ;;
+		*) echo "$1,$1:*" ;;
+	esac
+}
+
 # --allowed-hosts REPLACES MLflow's defaults (loopback and private ranges), so
 # the list names loopback, the compose service name (other containers send
 # Host: mlflow:5000) and the public host, each bare and with any port.
 derive_allowed_hosts() {
 	[ -z "${MLFLOW_SERVER_ALLOWED_HOSTS:-}" ] || return 0
-	hosts="localhost,localhost:*,127.0.0.1,127.0.0.1:*,[::1],[[]::1]:*"
-	service=${MLFLOW_SERVICE_NAME:-mlflow}
-	hosts="$hosts,$service,$service:*"
+	hosts=""
+	for host in localhost 127.0.0.1 "[::1]" "${MLFLOW_SERVICE_NAME:-mlflow}"; do
+		hosts="$hosts${hosts:+,}$(host_patterns "$host")"
+	done
 	if [ -n "${MLFLOW_PUBLIC_URL:-}" ]; then
 		authority=$(public_authority)
 		case $authority in
 			\[*) host="${authority%%]*}]" ;;
 			*) host=${authority%%:*} ;;
 		esac
-		case $host in
-			\[*) hosts="$hosts,$host,[[]${host#[}:*" ;;
-			*) hosts="$hosts,$host,$host:*" ;;
+		case ",$hosts," in
+			*",$host,"*) ;;
+			*) hosts="$hosts,$(host_patterns "$host")" ;;
 		esac
 	fi
 	export MLFLOW_SERVER_ALLOWED_HOSTS="$hosts"
@@ -72,10 +82,16 @@ derive_cors_origins() {
 	export MLFLOW_SERVER_CORS_ALLOWED_ORIGINS="${MLFLOW_PUBLIC_URL%%://*}://$(public_authority)"
 }
 
+is_server() {
+	[ "${1:-}" = mlflow ] && [ "${2:-}" = server ]
+}
+
 main() {
 	load_secrets
-	derive_allowed_hosts
-	derive_cors_origins
+	if is_server "$@"; then
+		derive_allowed_hosts
+		derive_cors_origins
+	fi
 	exec "$@"
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
@@ -9,10 +10,20 @@ import pytest
 import stack
 
 
+@pytest.fixture(autouse=True)
+def fake_mlflow(tmp_path, monkeypatch):
+    """An `mlflow` on PATH that prints the environment it was started with."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "mlflow").write_text("#!/bin/sh\nenv\n")
+    (bin_dir / "mlflow").chmod(0o755)
+    monkeypatch.setenv("FAKE_BIN", str(bin_dir))
+
+
 def run_entrypoint(env: dict[str, str], *command: str) -> subprocess.CompletedProcess:
-    command = command or ("env",)
+    command = command or ("mlflow", "server")
     return subprocess.run(["sh", str(stack.ENTRYPOINT), *command], capture_output=True, text=True,
-                          env={"PATH": "/usr/bin:/bin", **env}, timeout=30)
+                          env={"PATH": f"{os.environ['FAKE_BIN']}:/usr/bin:/bin", **env}, timeout=30)
 
 
 def exported(result: subprocess.CompletedProcess) -> dict[str, str]:
@@ -67,3 +78,18 @@ def test_ipv6_public_host_is_escaped_for_mlflow_pattern_matching():
 def test_explicit_settings_win_over_derived_ones(name):
     env = exported(run_entrypoint({name: "custom", "MLFLOW_PUBLIC_URL": "http://localhost:5000"}))
     assert env[name] == "custom"
+
+
+def test_public_host_already_listed_is_not_repeated():
+    env = exported(run_entrypoint({"MLFLOW_PUBLIC_URL": "http://localhost:5000"}))
+    hosts = env["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
+    assert len(hosts) == len(set(hosts))
+
+
+def test_jobs_get_secrets_but_no_server_settings(tmp_path):
+    (tmp_path / "key").write_text("AKIAEXAMPLE")
+    result = run_entrypoint({"AWS_ACCESS_KEY_ID_FILE": str(tmp_path / "key"),
+                             "MLFLOW_PUBLIC_URL": "http://localhost:5000"}, "env")
+    env = exported(result)
+    assert env["AWS_ACCESS_KEY_ID"] == "AKIAEXAMPLE"
+    assert "MLFLOW_SERVER_ALLOWED_HOSTS" not in env and result.stderr == ""
