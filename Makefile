@@ -5,7 +5,7 @@ COMPOSE ?= docker compose
 VENV := .venv
 STAMP := $(VENV)/.installed-requirements
 
-.PHONY: help up down logs verify test offline-images clean
+.PHONY: help up down logs verify test lock-image offline-images clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -33,12 +33,20 @@ verify: ## Send one goose-shaped session through .env and read it back
 test: $(STAMP) ## Create .venv and run every test (Docker ones when an engine answers)
 	$(VENV)/bin/python -m pytest
 
+lock-image: ## Rebuild the MLflow image without the lock, then rewrite mlflow/constraints.txt from it
+	: > mlflow/constraints.txt
+	$(COMPOSE) build mlflow
+	{ echo "# Every package in the MLflow image, pinned: the lock for mlflow/requirements.txt."; \
+	  echo "# Regenerate after changing requirements.txt (make lock-image), and review the diff."; \
+	  docker run --rm --entrypoint /opt/venv/bin/pip goose-mlflow/mlflow:3.17.2 freeze; } > mlflow/constraints.txt.new
+	mv mlflow/constraints.txt.new mlflow/constraints.txt
+
 offline-images: ## Build local stand-ins for the base images (no registry needed)
 	bash tests/offline-images/build.sh
 
-$(STAMP): requirements-dev.txt
+$(STAMP): requirements-dev.txt constraints-dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --requirement requirements-dev.txt
+	$(VENV)/bin/pip install --quiet --requirement requirements-dev.txt --constraint constraints-dev.txt
 	touch $@
 
 clean: ## Remove .venv and caches (not the stack's volumes)

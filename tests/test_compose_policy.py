@@ -146,3 +146,14 @@ def test_offline_images_are_tagged_with_the_names_compose_and_the_dockerfile_use
     needed = {svc["image"] for svc in SERVICES.values() if "build" not in svc and svc["image"] != SERVICES["mlflow"]["image"]}
     needed.add(re.search(r"^ARG PYTHON_IMAGE=(\S+)$", dockerfile, re.M).group(1))
     assert built == needed
+
+
+def test_image_lock_pins_every_requirement_at_the_same_version():
+    def pins(path):
+        lines = (stack.REPO / path).read_text().splitlines()
+        return {name.lower(): version for name, _, version in
+                (line.partition("==") for line in lines if "==" in line and not line.startswith("#"))}
+    lock, top = pins("mlflow/constraints.txt"), pins("mlflow/requirements.txt")
+    assert {name: lock.get(name) for name in top} == top
+    assert all(line.startswith("#") or "==" in line
+               for line in (stack.REPO / "mlflow/constraints.txt").read_text().splitlines() if line.strip())
