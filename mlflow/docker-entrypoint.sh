@@ -5,7 +5,8 @@
 # and CORS origin from MLFLOW_PUBLIC_URL, and execs the command.
 set -eu
 
-SECRET_VARIABLES="PGPASSWORD AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY"
+SECRET_VARIABLES="PGPASSWORD AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
+	MLFLOW_AUTH_ADMIN_PASSWORD MLFLOW_FLASK_SERVER_SECRET_KEY MLFLOW_TRACKING_PASSWORD"
 
 error() {
 	echo "docker-entrypoint: error: $*" >&2
@@ -82,6 +83,22 @@ derive_cors_origins() {
 	export MLFLOW_SERVER_CORS_ALLOWED_ORIGINS="${MLFLOW_PUBLIC_URL%%://*}://$(public_authority)"
 }
 
+# Team mode (--app-name basic-auth): MLflow reads its auth settings from an
+# ini file; it is written from the environment so that the auth database can
+# be the bundled PostgreSQL or a managed one. It holds no secret: the database
+# password comes from PGPASSWORD, the admin's from MLFLOW_AUTH_ADMIN_PASSWORD.
+write_auth_config() {
+	[ -n "${MLFLOW_AUTH_DATABASE_URI:-}" ] || return 0
+	config=$(mktemp -t mlflow-basic-auth.XXXXXX)
+	cat > "$config" <<-INI
+		[mlflow]
+		default_permission = ${MLFLOW_AUTH_DEFAULT_PERMISSION:-NO_PERMISSIONS}
+		database_uri = $MLFLOW_AUTH_DATABASE_URI
+		admin_username = ${MLFLOW_AUTH_ADMIN_USERNAME:-admin}
+	INI
+	export MLFLOW_AUTH_CONFIG_PATH="$config"
+}
+
 is_server() {
 	[ "${1:-}" = mlflow ] && [ "${2:-}" = server ]
 }
@@ -91,6 +108,11 @@ main() {
 	if is_server "$@"; then
 		derive_allowed_hosts
 		derive_cors_origins
+		write_auth_config
+		# One setting switches accounts on: an auth database means basic-auth.
+		if [ -n "${MLFLOW_AUTH_CONFIG_PATH:-}" ]; then
+			set -- "$@" --app-name=basic-auth
+		fi
 	fi
 	exec "$@"
 }

@@ -2,7 +2,11 @@
 """Create the goose-traces experiment and write the env file goose sources.
 
 Runs as the stack's one-shot `bootstrap` service once MLflow is healthy, and
-from the host with flags. Stdlib only.
+from the host with flags. In team mode it also manages per-person accounts:
+`--user NAME` creates one (or keeps it) and writes that person's env file,
+`--rotate` issues a new password, `--remove-user NAME` deletes it. It talks to
+MLflow as $MLFLOW_TRACKING_USERNAME / $MLFLOW_TRACKING_PASSWORD when set (the
+admin, in team mode). Stdlib only.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import os
 import sys
 from pathlib import Path
 
+import accounts
 import envfile
 import stack_config as cfg
 from mlflow_api import MlflowClient, StackError, ensure_experiment
@@ -27,11 +32,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "(default: $MLFLOW_PUBLIC_URL, else http://localhost:$MLFLOW_PORT)")
     parser.add_argument("--experiment", default=os.environ.get("GOOSE_EXPERIMENT", cfg.DEFAULT_EXPERIMENT),
                         help="experiment name (default: $GOOSE_EXPERIMENT, else %(default)s)")
-    parser.add_argument("--env-file", type=Path, default=Path(os.environ.get("GOOSE_ENV_FILE", cfg.DEFAULT_ENV_FILE)),
-                        help="env file to create or update (default: .env at the repository root)")
+    parser.add_argument("--env-file", type=Path, default=None,
+                        help="env file to create or update (default: $GOOSE_ENV_FILE, else .env at the "
+                             "repository root; with --user: USERS_DIR/NAME.env)")
+    parser.add_argument("--no-env-file", action="store_true",
+                        help="only create the experiment (team mode's server has no .env of its own)")
+    team = parser.add_argument_group("team mode accounts (need admin credentials in "
+                                     "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD)")
+    people = team.add_mutually_exclusive_group()
+    people.add_argument("--user", metavar="NAME", help="create or keep this person's account and write their env file")
+    people.add_argument("--remove-user", metavar="NAME", help="delete this person's account and their env file")
+    team.add_argument("--rotate", action="store_true", help="with --user: issue a new password")
+    team.add_argument("--users-dir", type=Path, default=Path(os.environ.get("GOOSE_USERS_DIR", cfg.DEFAULT_USERS_DIR)),
+                      help="where per-person env files go (default: users/ at the repository root)")
+    team.add_argument("--ca-file", default=os.environ.get("GOOSE_CA_FILE"),
+                      help="path of the team's CA certificate ON THE PERSON'S MACHINE, written into their env "
+                           "file for OTel SDKs and the MLflow client (default: $GOOSE_CA_FILE)")
     parser.add_argument("--timeout", type=float, default=cfg.DEFAULT_TIMEOUT_S,
                         help="seconds to wait for MLflow to become healthy (default: %(default)s)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.rotate and args.user is None:
+        parser.error("--rotate goes with --user NAME")
+    return args
 
 
 def check_env_file(env_file: Path) -> str:
@@ -64,32 +86,70 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
+def target_env_file(args: argparse.Namespace) -> Path | None:
+    """The env file this run writes, or None."""
+    name = args.user if args.user is not None else args.remove_user
+    if name is not None:
+        accounts.check_username(name)
+        return (args.env_file or args.users_dir / f"{name}.env").absolute()
+    if args.no_env_file:
+        return None
+    return (args.env_file or Path(os.environ.get("GOOSE_ENV_FILE", cfg.DEFAULT_ENV_FILE))).absolute()
+
+
+def write_env_file(env_file: Path, values: dict[str, str], mode: int) -> bool:
+    existing = check_env_file(env_file)
+    warn_about_user_lines(env_file, existing)
+    text = envfile.merge(existing, values, remove=cfg.OWNED_REMOVED_KEYS)
+    try:
+        return envfile.write_atomic(env_file, text, mode=mode)
+    except (envfile.EnvFileError, OSError) as exc:
+        raise StackError(f"cannot write {env_file}: {exc}") from None
+
+
 def run(args: argparse.Namespace) -> str:
     """Do the bootstrap; returns the summary for stdout."""
     public_url = cfg.check_url(args.public_url, "public URL")
     tracking_uri = cfg.check_url(args.tracking_uri or public_url, "tracking URI")
     experiment = cfg.check_experiment_name(args.experiment)
-    env_file = args.env_file.absolute()
-    # Check the env file before MLflow is touched: bad input changes nothing.
-    check_env_file(env_file)
+    env_file = target_env_file(args)
+    client = MlflowClient(tracking_uri, headers=cfg.client_headers())
 
-    client = MlflowClient(tracking_uri)
+    if args.remove_user is not None:
+        print(f"bootstrap: waiting for MLflow at {tracking_uri}", file=sys.stderr)
+        client.wait_until_healthy(args.timeout)
+        removed = accounts.remove_account(client, args.remove_user, env_file)
+        return f"User {args.remove_user}: {removed}; {display_path(env_file)} removed"
+
+    # Check the env file before MLflow is touched: bad input changes nothing.
+    if env_file is not None:
+        if args.user is not None:
+            accounts.prepare_users_dir(env_file.parent)
+        check_env_file(env_file)
     print(f"bootstrap: waiting for MLflow at {tracking_uri}", file=sys.stderr)
     client.wait_until_healthy(args.timeout)
     experiment_id, action = ensure_experiment(client, experiment)
     print(f"bootstrap: experiment {experiment!r} {action} (id {experiment_id})", file=sys.stderr)
+    lines = [f"MLflow:     {public_url}", f"Experiment: {experiment} (id {experiment_id}, {action})"]
 
-    existing = check_env_file(env_file)
-    warn_about_user_lines(env_file, existing)
-    text = envfile.merge(existing, cfg.goose_env(public_url, experiment_id), remove=cfg.OWNED_REMOVED_KEYS)
-    try:
-        changed = envfile.write_atomic(env_file, text)
-    except (envfile.EnvFileError, OSError) as exc:
-        raise StackError(f"cannot write {env_file}: {exc}") from None
+    if args.user is not None:
+        password, account = accounts.ensure_account(client, tracking_uri, args.user, experiment_id, env_file,
+                                                    args.rotate)
+        values = cfg.goose_env(public_url, experiment_id, auth=(args.user, password), ca_file=args.ca_file)
+        changed = write_env_file(env_file, values, accounts.USER_FILE_MODE)
+        shown = display_path(env_file)
+        return "\n".join(lines + [
+            f"Account:    {args.user} ({account}; may write to {experiment} only)",
+            f"Env file:   {shown} ({'written' if changed else 'unchanged'}; holds the password, mode 0600)",
+            "",
+            f"Give {shown} to {args.user}, privately. On their machine:",
+            f"  source {env_file.name} && goose session",
+        ])
+    if env_file is None:
+        return "\n".join(lines)
+    changed = write_env_file(env_file, cfg.goose_env(public_url, experiment_id), 0o644)
     shown = display_path(env_file)
-    return "\n".join([
-        f"MLflow:     {public_url}",
-        f"Experiment: {experiment} (id {experiment_id}, {action})",
+    return "\n".join(lines + [
         f"Env file:   {shown} ({'written' if changed else 'unchanged'})",
         f"Traces:     {cfg.traces_ui_url(public_url, experiment_id)}",
         "",

@@ -72,6 +72,31 @@ def merge(existing: str, values: Mapping[str, str], remove: Iterable[str] = ()) 
     return "".join(lines_out)
 
 
+def parse(text: str) -> dict[str, str]:
+    """KEY -> value of the assignments in lines of the form this module writes.
+
+    Plain and single-quoted values only; a line in another form (double quotes,
+    expansions) is returned as written after the `=`.
+    """
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        key = assigned_key(line)
+        if key is None:
+            continue
+        value = line.split("=", 1)[1].strip()
+        if len(value) >= 2 and value[0] == value[-1] == "'":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+def give_to_directory_owner(path: Path) -> None:
+    """When we run as root (a container, sudo), hand `path` to its directory's owner."""
+    if os.geteuid() == 0:
+        owner = Path(path).absolute().parent.stat()
+        os.chown(path, owner.st_uid, owner.st_gid)
+
+
 def read_text(path: Path) -> str:
     """The file's text, or "" when it does not exist yet."""
     try:
@@ -114,7 +139,7 @@ def write_atomic(path: Path, text: str, mode: int = 0o644) -> bool:
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp_name, (reference.st_mode & 0o7777) if current is not None else mode)
-        if os.geteuid() == 0:
+        if os.geteuid() == 0:  # keep the file the developer's, not root's
             os.chown(tmp_name, reference.st_uid, reference.st_gid)
         os.replace(tmp_name, path)
     except BaseException:

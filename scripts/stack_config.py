@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import urllib.parse
 from collections.abc import Mapping
@@ -11,6 +12,7 @@ from mlflow_api import StackError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ENV_FILE = REPO_ROOT / ".env"
+DEFAULT_USERS_DIR = REPO_ROOT / "users"
 DEFAULT_EXPERIMENT = "goose-traces"
 DEFAULT_PORT = 5000
 DEFAULT_TIMEOUT_S = 90.0
@@ -60,17 +62,43 @@ def check_experiment_name(name: str) -> str:
     return name
 
 
-def goose_env(public_url: str, experiment_id: str) -> dict[str, str]:
-    """What goose (and any OTel SDK) needs to send its traces to this stack."""
-    return {
+def basic_auth(username: str, password: str) -> str:
+    """An HTTP Basic Authorization header value."""
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+def goose_env(public_url: str, experiment_id: str, auth: tuple[str, str] | None = None,
+              ca_file: str | None = None) -> dict[str, str]:
+    """What goose (and any OTel SDK) needs to send its traces to this stack.
+
+    With `auth` (team mode), the OTLP headers carry the person's Basic
+    credentials, percent-encoded because goose and the OTel SDKs URL-decode
+    header values, and MLflow's own client gets the same account.
+    """
+    headers = f"x-mlflow-experiment-id={experiment_id}"
+    if auth:
+        headers += ",Authorization=" + urllib.parse.quote(basic_auth(*auth), safe="")
+    env = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": public_url,
-        "OTEL_EXPORTER_OTLP_HEADERS": f"x-mlflow-experiment-id={experiment_id}",
+        "OTEL_EXPORTER_OTLP_HEADERS": headers,
         # Only traces: MLflow answers /v1/traces and nothing else.
         "OTEL_TRACES_EXPORTER": "otlp",
         "OTEL_METRICS_EXPORTER": "none",
         "OTEL_LOGS_EXPORTER": "none",
         "OTEL_SERVICE_NAME": SERVICE_NAME,
     }
+    if auth:
+        env.update({"MLFLOW_TRACKING_URI": public_url, "MLFLOW_TRACKING_USERNAME": auth[0],
+                    "MLFLOW_TRACKING_PASSWORD": auth[1]})
+    if ca_file:
+        env.update({"OTEL_EXPORTER_OTLP_CERTIFICATE": ca_file, "MLFLOW_TRACKING_SERVER_CERT_PATH": ca_file})
+    return env
+
+
+def client_headers(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """Basic credentials from MLflow's own MLFLOW_TRACKING_USERNAME / _PASSWORD, if set."""
+    user, password = environ.get("MLFLOW_TRACKING_USERNAME"), environ.get("MLFLOW_TRACKING_PASSWORD")
+    return {"Authorization": basic_auth(user, password)} if user and password else {}
 
 
 def traces_ui_url(public_url: str, experiment_id: str) -> str:

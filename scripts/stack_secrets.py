@@ -20,6 +20,8 @@ SECRETS = {
     "mlflow-db-password": 24,     # PostgreSQL role MLflow connects as
     "minio-root-user": 12,        # MinIO root access key (MinIO wants >= 3 chars)
     "minio-root-password": 24,    # MinIO root secret key (MinIO wants >= 8 chars)
+    "mlflow-admin-password": 24,  # MLflow basic-auth admin, team mode (MLflow wants >= 12 chars)
+    "mlflow-secret-key": 32,      # MLflow's Flask secret key (sessions, CSRF), team mode
 }
 # Readable by every container of the stack that mounts the volume (they run as
 # different users: postgres, root in MinIO, the mlflow user); only the secrets

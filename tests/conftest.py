@@ -79,6 +79,35 @@ def _run_in_entrypoint(command: list[str], env: dict[str, str], **popen: object)
     return subprocess.Popen(["sh", str(stack.ENTRYPOINT), *command], env=full_env, **popen)
 
 
+def _start_mlflow(log_path: Path, compose: dict, replacements: dict[str, str],
+                  port: int) -> tuple[subprocess.Popen, str]:
+    """compose.yaml's mlflow service, natively: its command, environment and entrypoint."""
+    mlflow = compose["services"]["mlflow"]
+    command = [arg.replace("--host=0.0.0.0", "--host=127.0.0.1").replace("--port=5000", f"--port={port}")
+               for arg in mlflow["command"]]
+    server = _run_in_entrypoint(command, stack.service_env(mlflow, replacements),
+                                stdout=open(log_path, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        stack.wait_for_http(url + "/health", 180, server)
+    except RuntimeError:
+        _stop([server])
+        raise
+    return server, url
+
+
+def _stop(processes: list[subprocess.Popen]) -> None:
+    for process in reversed(processes):
+        try:
+            os.killpg(process.pid, 15)
+        except (ProcessLookupError, PermissionError):
+            process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 @pytest.fixture(scope="session")
 def native_stack() -> Iterator[NativeStack]:
     # Under /tmp with 0755: the unprivileged postgres user must reach it.
@@ -104,26 +133,11 @@ def native_stack() -> Iterator[NativeStack]:
         job = _run_in_entrypoint(bucket["command"], stack.service_env(bucket, replacements), cwd=stack.REPO)
         assert job.wait(timeout=120) == 0, "create_bucket.py failed"
 
-        mlflow = compose["services"]["mlflow"]
-        command = [arg.replace("--host=0.0.0.0", "--host=127.0.0.1").replace("--port=5000", f"--port={mlflow_port}")
-                   for arg in mlflow["command"]]
-        log = open(root / "mlflow.log", "w")
-        server = _run_in_entrypoint(command, stack.service_env(mlflow, replacements),
-                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        server, url = _start_mlflow(root / "mlflow.log", compose, replacements, mlflow_port)
         processes.append(server)
-        url = f"http://127.0.0.1:{mlflow_port}"
-        stack.wait_for_http(url + "/health", 180, server)
         yield NativeStack(root, secrets, postgres, s3_url, url, mlflow_port, compose, replacements)
     finally:
-        for process in reversed(processes):
-            try:
-                os.killpg(process.pid, 15)
-            except (ProcessLookupError, PermissionError):
-                process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        _stop(processes)
         if postgres is not None:
             postgres.stop()
         if os.environ.get("KEEP_TEST_DIRS") != "1":
@@ -140,3 +154,47 @@ def bootstrapped(native_stack: NativeStack) -> Path:
                               env=native_stack.service_env("bootstrap"), cwd=env_dir)
     assert result.returncode == 0, result.stderr
     return env_file
+
+
+@dataclass
+class TeamStack:
+    """Team mode's MLflow (accounts on) beside the native stack, sharing its database and bucket."""
+
+    native: NativeStack
+    url: str
+    compose: dict
+    replacements: dict[str, str]
+
+    @property
+    def admin_password(self) -> str:
+        return self.native.secret("mlflow-admin-password")
+
+    def run_job(self, service: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+        """A one-shot service's command (plus `args`) through the entrypoint, with its team-mode environment."""
+        spec = self.compose["services"][service]
+        command = [stack.replace_all(arg, self.replacements) for arg in spec["command"]] + list(args)
+        job = _run_in_entrypoint(command, stack.service_env(spec, self.replacements), cwd=cwd or stack.REPO,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout, stderr = job.communicate(timeout=300)
+        return subprocess.CompletedProcess(command, job.returncode, stdout, stderr)
+
+
+@pytest.fixture(scope="session")
+def team_stack(native_stack: NativeStack) -> Iterator[TeamStack]:
+    port = stack.free_port()
+    compose = stack.load_compose({"MLFLOW_PORT": str(port), "MLFLOW_PUBLIC_URL": "https://mlflow.goose.test"},
+                                 team=True)
+    url = f"http://127.0.0.1:{port}"
+    replacements = {**native_stack.replacements, "/opt/stack/scripts": str(stack.SCRIPTS),
+                    "http://mlflow:5000": url}
+    team = TeamStack(native_stack, url, compose, replacements)
+    # The auth-db job, pointed at the native server (it names the host `postgres`).
+    team.compose["services"]["auth-db"]["environment"].update(
+        {"PGHOST": "127.0.0.1", "PGPORT": str(native_stack.postgres.port)})
+    created = team.run_job("auth-db")
+    assert created.returncode == 0, created.stderr
+    server, _ = _start_mlflow(native_stack.root / "mlflow-team.log", compose, replacements, port)
+    try:
+        yield team
+    finally:
+        _stop([server])

@@ -25,18 +25,28 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "scripts"
 COMPOSE_FILE = REPO / "compose.yaml"
+TEAM_COMPOSE_FILE = REPO / "compose.team.yaml"
 ENTRYPOINT = REPO / "mlflow" / "docker-entrypoint.sh"
 EMITTER = Path(__file__).with_name("otel_emit.py")
 S3_STANDIN = Path(__file__).parent / "offline-images" / "silo" / "s3-standin"
 SECRETS_IN_CONTAINER = "/run/secrets/stack"
 
-_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^${}]*))?\}")
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([-?])([^${}]*))?\}")
+
+
+def _substitute(match: re.Match, environ: Mapping[str, str]) -> str:
+    name, kind, text = match.groups()
+    if environ.get(name):
+        return environ[name]
+    if kind == "?":
+        raise KeyError(f"{name}: {text}")
+    return text or ""
 
 
 def interpolate(value: str, environ: Mapping[str, str]) -> str:
-    """Compose's ${VAR} and ${VAR:-default}, innermost first (defaults may nest)."""
+    """Compose's ${VAR}, ${VAR:-default} and ${VAR:?error}, innermost first (defaults may nest)."""
     while True:
-        new = _VARIABLE.sub(lambda m: environ.get(m.group(1)) or (m.group(2) or ""), value)
+        new = _VARIABLE.sub(lambda m: _substitute(m, environ), value)
         if new == value:
             return new
         value = new
@@ -52,21 +62,56 @@ def _interpolate_tree(node: Any, environ: Mapping[str, str]) -> Any:
     return node
 
 
-def load_compose(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """compose.yaml with anchors merged and variables resolved against `environ`."""
-    raw = yaml.safe_load(COMPOSE_FILE.read_text())
-    return _interpolate_tree(raw, environ or {})
+class _Reset:
+    """Compose's `!reset` tag: the key is removed from the merged result."""
+
+
+class _ComposeLoader(yaml.SafeLoader):
+    pass
+
+
+_ComposeLoader.add_constructor("!reset", lambda loader, node: _Reset())
+
+
+def _mount_target(volume: str) -> str:
+    return volume.split(":")[1]
+
+
+def _merge(base: Any, override: Any, key: str = "") -> Any:
+    """Compose's override rules, as far as this repository uses them: maps merge,
+    `volumes` lists merge by mount target, other values are replaced."""
+    if key == "volumes" and isinstance(base, list) and isinstance(override, list):
+        targets = {_mount_target(volume) for volume in override}
+        return [volume for volume in base if _mount_target(volume) not in targets] + override
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = dict(base)
+        for key, value in override.items():
+            if isinstance(value, _Reset):
+                merged.pop(key, None)
+            else:
+                merged[key] = _merge(base[key], value, key) if key in base else value
+        return merged
+    return override
+
+
+def load_compose(environ: Mapping[str, str] | None = None, team: bool = False) -> dict[str, Any]:
+    """compose.yaml (plus compose.team.yaml) with anchors merged and variables resolved against `environ`."""
+    files = [COMPOSE_FILE, TEAM_COMPOSE_FILE] if team else [COMPOSE_FILE]
+    merged: Any = {}
+    for path in files:
+        merged = _merge(merged, yaml.load(path.read_text(), Loader=_ComposeLoader))
+    return _interpolate_tree(merged, environ or {})
+
+
+def replace_all(text: str, replacements: Mapping[str, str]) -> str:
+    for old, new in replacements.items():
+        text = text.replace(old, new)
+    return text
 
 
 def service_env(service: dict[str, Any], replacements: Mapping[str, str]) -> dict[str, str]:
     """A service's environment with container addresses and paths replaced by native ones."""
-    env = {}
-    for key, value in (service.get("environment") or {}).items():
-        text = str(value)
-        for old, new in replacements.items():
-            text = text.replace(old, new)
-        env[key] = text
-    return env
+    return {key: replace_all(str(value), replacements) for key, value in (service.get("environment") or {}).items()}
 
 
 def free_port() -> int:

@@ -6,6 +6,7 @@
 #   python:3.13-slim-trixie                 Debian python3 (3.13) + venv + host CA bundle
 #   postgres:17-trixie                      Debian postgresql-17 + official-style entrypoint
 #   pgsty/silo:RELEASE.2026-09-03T13-18-01Z moto[server] S3 behind a SigV4-checking wrapper
+#   caddy:2.11.4-alpine                     Debian caddy (2.6.2) in the official image's layout
 #
 # Usage: build.sh            (idempotent: reuses the base image and docker's build cache)
 #        FORCE=1 build.sh    (debootstrap the base image again, rebuild the rest from it)
@@ -21,6 +22,7 @@ readonly BASE_IMAGE=goose-stack/debian-base:trixie
 readonly PYTHON_IMAGE=python:3.13-slim-trixie
 readonly POSTGRES_IMAGE=postgres:17-trixie
 readonly SILO_IMAGE=pgsty/silo:RELEASE.2026-09-03T13-18-01Z
+readonly CADDY_IMAGE=caddy:2.11.4-alpine
 
 : "${DEBIAN_MIRROR:=http://deb.debian.org/debian}"
 : "${DEBIAN_SECURITY_MIRROR=http://deb.debian.org/debian-security}"
@@ -195,6 +197,10 @@ build_silo_image() {
 	docker_build "$SILO_IMAGE" "$HERE/silo"
 }
 
+build_caddy_image() {
+	docker_build "$CADDY_IMAGE" "$HERE/caddy"
+}
+
 main() {
 	require_docker
 	require_ca_bundle
@@ -205,6 +211,7 @@ main() {
 	build_python_image
 	build_postgres_image
 	build_silo_image
+	build_caddy_image
 	log "done in $((SECONDS - started)) s"
 }
 

@@ -1,0 +1,118 @@
+"""Per-person MLflow accounts (team mode): create, keep, rotate, remove.
+
+Each account may write to the goose experiment and nothing else (the server's
+default permission is NO_PERMISSIONS). The password is generated here, written
+only into that person's env file (mode 0600) and never printed.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from pathlib import Path
+
+import envfile
+import stack_config as cfg
+from mlflow_api import MlflowApiError, MlflowClient, StackError
+
+_USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+PASSWORD_BYTES = 18  # 24 URL-safe characters; MLflow wants at least 12
+EXPERIMENT_PERMISSION = "EDIT"
+USER_FILE_MODE = 0o600
+USERS_DIR_MODE = 0o700
+
+
+def check_username(name: str) -> str:
+    if not _USERNAME.match(name):
+        raise StackError(f"invalid user name {name!r}: use 1-63 lower-case letters, digits, '.', '_' or '-'")
+    return name
+
+
+def get_user(client: MlflowClient, name: str) -> dict | None:
+    try:
+        return client.request("GET", "/api/2.0/mlflow/users/get", query={"username": name})["user"]
+    except MlflowApiError as exc:
+        if exc.code == "RESOURCE_DOES_NOT_EXIST" or exc.status == 404:
+            return None
+        raise
+
+
+def create_user(client: MlflowClient, name: str, password: str) -> None:
+    client.request("POST", "/api/2.0/mlflow/users/create", {"username": name, "password": password})
+
+
+def update_password(client: MlflowClient, name: str, password: str) -> None:
+    client.request("PATCH", "/api/2.0/mlflow/users/update-password", {"username": name, "password": password})
+
+
+def delete_user(client: MlflowClient, name: str) -> None:
+    client.request("DELETE", "/api/2.0/mlflow/users/delete", {"username": name})
+
+
+def grant_experiment(client: MlflowClient, name: str, experiment_id: str) -> None:
+    """Give `name` EDIT on the experiment; a grant that exists is left as it is."""
+    try:
+        client.request("POST", "/api/3.0/mlflow/users/permissions/grant", {
+            "username": name, "resource_type": "experiment", "resource_id": experiment_id,
+            "permission": EXPERIMENT_PERMISSION})
+    except MlflowApiError as exc:
+        if exc.code != "RESOURCE_ALREADY_EXISTS":
+            raise
+
+
+def password_works(base_url: str, name: str, password: str) -> bool:
+    probe = MlflowClient(base_url, headers={"Authorization": cfg.basic_auth(name, password)})
+    try:
+        probe.request("GET", "/api/2.0/mlflow/users/current")
+    except MlflowApiError as exc:
+        if exc.status == 401:
+            return False
+        raise
+    return True
+
+
+def saved_password(env_file: Path) -> str | None:
+    """The password an existing env file of ours carries, if any."""
+    return envfile.parse(envfile.read_text(env_file)).get("MLFLOW_TRACKING_PASSWORD")
+
+
+def prepare_users_dir(directory: Path) -> None:
+    """Create the users folder private to its owner (the repository's owner when run as root)."""
+    if directory.is_dir():
+        return
+    if not directory.parent.is_dir():
+        raise StackError(f"cannot create {directory}: {directory.parent} does not exist; pass --env-file")
+    directory.mkdir(mode=USERS_DIR_MODE)
+    envfile.give_to_directory_owner(directory)
+
+
+def ensure_account(client: MlflowClient, tracking_uri: str, name: str, experiment_id: str,
+                   env_file: Path, rotate: bool) -> tuple[str, str]:
+    """(password, what was done); grants the experiment every time, so a rerun repairs it."""
+    existing = get_user(client, name)
+    if existing is None:
+        password = secrets.token_urlsafe(PASSWORD_BYTES)
+        create_user(client, name, password)
+        action = "created"
+    elif rotate:
+        password = secrets.token_urlsafe(PASSWORD_BYTES)
+        update_password(client, name, password)
+        action = "password rotated"
+    else:
+        password = saved_password(env_file)
+        if password is None or not password_works(tracking_uri, name, password):
+            raise StackError(f"user {name} exists but {env_file} holds no working password; "
+                             "rerun with --rotate to issue a new one")
+        action = "kept"
+    grant_experiment(client, name, experiment_id)
+    return password, action
+
+
+def remove_account(client: MlflowClient, name: str, env_file: Path) -> str:
+    if get_user(client, name) is None:
+        removed = "no such user"
+    else:
+        delete_user(client, name)
+        removed = "deleted"
+    env_file.unlink(missing_ok=True)
+    return removed

@@ -1,0 +1,189 @@
+"""Team mode's accounts, natively: MLflow's basic-auth app with compose.team.yaml's settings.
+
+The server runs through the image's entrypoint with the merged compose files'
+environment; accounts are made by the bootstrap exactly as `make user` runs it.
+TLS and the proxy are covered by the Docker tests.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+import otlp
+import stack
+import stack_config as cfg
+from mlflow_api import MlflowApiError, MlflowClient
+
+
+def user_file(team, tmp_path: Path, name: str, *args: str):
+    """`make user NAME=...`: the bootstrap job with --user, writing into tmp_path/users."""
+    return team.run_job("bootstrap", "--public-url", team.url, "--user", name,
+                        "--users-dir", str(tmp_path / "users"), *args)
+
+
+def env_values(path: Path) -> dict[str, str]:
+    import envfile
+
+    return envfile.parse(path.read_text())
+
+
+def as_user(team, values: dict[str, str]) -> MlflowClient:
+    return MlflowClient(team.url, headers={
+        "Authorization": cfg.basic_auth(values["MLFLOW_TRACKING_USERNAME"], values["MLFLOW_TRACKING_PASSWORD"])})
+
+
+def admin(team) -> MlflowClient:
+    return MlflowClient(team.url, headers={"Authorization": cfg.basic_auth("admin", team.admin_password)})
+
+
+def send(team, headers: dict[str, str]) -> int:
+    body = otlp.encode_export_request(otlp.goose_session("team"), {"service.name": "goose"})
+    status, _ = otlp.export(team.url + "/v1/traces", body, headers)
+    return status
+
+
+@pytest.fixture(scope="module")
+def alice(team_stack, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("team")
+    result = user_file(team_stack, directory, "alice")
+    assert result.returncode == 0, result.stderr
+    return directory / "users" / "alice.env", result
+
+
+def experiment_id(team) -> str:
+    return str(admin(team).get_experiment_by_name("goose-traces")["experiment_id"])
+
+
+def test_team_bootstrap_creates_the_experiment_and_no_env_file(team_stack, tmp_path):
+    result = team_stack.run_job("bootstrap", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Experiment: goose-traces" in result.stdout and not any(tmp_path.iterdir())
+
+
+def test_admin_password_is_generated_not_a_default(team_stack):
+    assert len(team_stack.admin_password) >= 12
+    assert admin(team_stack).request("GET", "/api/2.0/mlflow/users/get", query={"username": "admin"})["user"]["is_admin"]
+    with pytest.raises(MlflowApiError) as refused:
+        MlflowClient(team_stack.url, headers={"Authorization": cfg.basic_auth("admin", "password1234")}).request(
+            "GET", "/api/2.0/mlflow/users/current")
+    assert refused.value.status == 401
+
+
+def test_otlp_without_credentials_is_refused(team_stack):
+    assert send(team_stack, {"x-mlflow-experiment-id": experiment_id(team_stack)}) == 401
+
+
+def test_otlp_with_a_wrong_password_is_refused(team_stack, alice):
+    headers = {"x-mlflow-experiment-id": experiment_id(team_stack),
+               "Authorization": cfg.basic_auth("alice", "not-the-password")}
+    assert send(team_stack, headers) == 401
+
+
+def test_user_env_file_is_private_and_holds_the_goose_settings(alice):
+    path, _ = alice
+    values = env_values(path)
+    assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700
+    assert values["OTEL_EXPORTER_OTLP_HEADERS"].startswith("x-mlflow-experiment-id=")
+    assert ",Authorization=Basic%20" in values["OTEL_EXPORTER_OTLP_HEADERS"]
+    assert values["MLFLOW_TRACKING_USERNAME"] == "alice" and values["MLFLOW_TRACKING_URI"]
+
+
+def test_the_password_is_never_printed(alice):
+    path, result = alice
+    assert env_values(path)["MLFLOW_TRACKING_PASSWORD"] not in result.stdout + result.stderr
+
+
+def test_user_env_file_sourced_by_the_sdk_lands_a_trace_the_user_can_read(team_stack, alice):
+    path, _ = alice
+    trace_id = stack.source_and_emit(path, f"team-{uuid.uuid4().hex[:6]}")
+    trace = as_user(team_stack, env_values(path)).get_trace(trace_id)
+    assert trace["trace_info"]["trace_location"]["mlflow_experiment"]["experiment_id"] == experiment_id(team_stack)
+
+
+def test_user_cannot_write_to_another_experiment(team_stack, alice):
+    other = admin(team_stack).create_experiment(f"private-{uuid.uuid4().hex[:6]}")
+    values = env_values(alice[0])
+    headers = {"x-mlflow-experiment-id": other, "Authorization": cfg.basic_auth("alice", values["MLFLOW_TRACKING_PASSWORD"])}
+    assert send(team_stack, headers) == 403
+
+
+def test_user_cannot_read_another_experiment(team_stack, alice):
+    other = admin(team_stack).create_experiment(f"hidden-{uuid.uuid4().hex[:6]}")
+    with pytest.raises(MlflowApiError) as refused:
+        as_user(team_stack, env_values(alice[0])).request("GET", "/api/2.0/mlflow/experiments/get",
+                                                           query={"experiment_id": other})
+    assert refused.value.status == 403
+
+
+def test_user_cannot_call_an_admin_endpoint(team_stack, alice):
+    with pytest.raises(MlflowApiError) as refused:
+        as_user(team_stack, env_values(alice[0])).request(
+            "POST", "/api/2.0/mlflow/users/create", {"username": "mallory", "password": "x" * 16})
+    assert refused.value.status == 403
+
+
+def test_rerun_keeps_the_account_and_the_file(team_stack, tmp_path):
+    first = user_file(team_stack, tmp_path, "bob")
+    assert first.returncode == 0, first.stderr
+    path = tmp_path / "users" / "bob.env"
+    before = path.read_bytes()
+    again = user_file(team_stack, tmp_path, "bob")
+    assert again.returncode == 0, again.stderr
+    assert "(kept;" in again.stdout and path.read_bytes() == before
+
+
+def test_rotate_issues_a_new_password_and_the_old_one_fails(team_stack, tmp_path):
+    assert user_file(team_stack, tmp_path, "carol").returncode == 0
+    path = tmp_path / "users" / "carol.env"
+    old = env_values(path)
+    rotated = user_file(team_stack, tmp_path, "carol", "--rotate")
+    assert rotated.returncode == 0, rotated.stderr
+    new = env_values(path)
+    assert new["MLFLOW_TRACKING_PASSWORD"] != old["MLFLOW_TRACKING_PASSWORD"]
+    with pytest.raises(MlflowApiError) as refused:
+        as_user(team_stack, old).request("GET", "/api/2.0/mlflow/users/current")
+    assert refused.value.status == 401
+    assert as_user(team_stack, new).request("GET", "/api/2.0/mlflow/users/current")
+
+
+def test_remove_user_deletes_the_account_and_the_file(team_stack, tmp_path):
+    assert user_file(team_stack, tmp_path, "dave").returncode == 0
+    path = tmp_path / "users" / "dave.env"
+    values = env_values(path)
+    removed = team_stack.run_job("bootstrap", "--remove-user", "dave", "--users-dir", str(tmp_path / "users"))
+    assert removed.returncode == 0, removed.stderr
+    assert not path.exists()
+    with pytest.raises(MlflowApiError) as refused:
+        as_user(team_stack, values).request("GET", "/api/2.0/mlflow/users/current")
+    assert refused.value.status == 401
+
+
+def test_existing_account_without_its_file_asks_for_rotate(team_stack, tmp_path):
+    assert user_file(team_stack, tmp_path, "erin").returncode == 0
+    (tmp_path / "users" / "erin.env").unlink()
+    again = user_file(team_stack, tmp_path, "erin")
+    assert again.returncode == 1 and "--rotate" in again.stderr
+    assert not (tmp_path / "users" / "erin.env").exists()
+
+
+@pytest.mark.parametrize("name", ["Alice", "../etc", "a b", ""])
+def test_invalid_user_name_is_refused_before_anything_changes(team_stack, tmp_path, name):
+    result = user_file(team_stack, tmp_path, name)
+    assert result.returncode != 0 and "user name" in result.stderr
+    assert not (tmp_path / "users").exists()
+
+
+def test_rotate_without_user_is_a_usage_error(team_stack):
+    result = team_stack.run_job("bootstrap", "--rotate")
+    assert result.returncode == 2 and "--rotate goes with --user" in result.stderr
+
+
+def test_bootstrap_without_admin_credentials_is_refused(team_stack, tmp_path):
+    env = {**os.environ, "MLFLOW_TRACKING_USERNAME": "", "MLFLOW_TRACKING_PASSWORD": ""}
+    result = stack.run_script("bootstrap.py", "--tracking-uri", team_stack.url, "--user", "frank",
+                              "--users-dir", str(tmp_path / "users"), env=env)
+    assert result.returncode == 1 and "401" in result.stderr
