@@ -2,10 +2,14 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 COMPOSE ?= docker compose
+TEAM_COMPOSE := $(COMPOSE) -f compose.yaml -f compose.team.yaml
+# The service `up` waits to be healthy: mlflow, or the proxy in team mode.
+WAIT_FOR ?= mlflow
+BOOTSTRAP := python3 /opt/stack/scripts/bootstrap.py --tracking-uri http://mlflow:5000 --users-dir /project/users
 VENV := .venv
 STAMP := $(VENV)/.installed-requirements
 
-.PHONY: help up down logs verify test lock-image offline-images clean
+.PHONY: help up down logs team-up team-down user remove-user team-ca verify test lock-image offline-images clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -13,7 +17,7 @@ help: ## List the targets
 up: ## Start the stack, wait until healthy, print the bootstrap's summary
 	@# Compose 2.26's --wait counts a finished one-shot job as a failure, so the
 	@# servers are waited for first and the bootstrap job is waited for by name.
-	$(COMPOSE) up --detach --build --wait mlflow
+	$(COMPOSE) up --detach --build --wait $(WAIT_FOR)
 	@$(COMPOSE) up --detach --no-deps --force-recreate bootstrap 2>/dev/null; \
 	$(COMPOSE) wait bootstrap >/dev/null 2>&1; status=$$?; \
 	container=$$($(COMPOSE) ps --all --quiet bootstrap); \
@@ -27,8 +31,28 @@ down: ## Stop the stack; data and credentials stay (down -v deletes them)
 logs: ## Follow the stack's logs
 	$(COMPOSE) logs --follow
 
-verify: ## Send one goose-shaped session through .env and read it back
-	$(PYTHON) scripts/verify.py
+team-up: ## Team mode: TLS proxy, accounts (needs MLFLOW_PUBLIC_URL; see docs/team.md)
+	$(MAKE) up COMPOSE="$(TEAM_COMPOSE)" WAIT_FOR=proxy
+
+team-down: ## Stop team mode; data, accounts and certificates stay
+	$(TEAM_COMPOSE) down
+
+user: ## Team mode: create or keep an account, write users/NAME.env (NAME=alice [ROTATE=1] [CA_FILE=path])
+	@test -n "$(NAME)" || { echo "make user: say whose account: make user NAME=alice" >&2; exit 2; }
+	@$(TEAM_COMPOSE) run --rm --no-deps bootstrap $(BOOTSTRAP) --user "$(NAME)" \
+		$(if $(ROTATE),--rotate) $(if $(CA_FILE),--ca-file "$(CA_FILE)")
+
+remove-user: ## Team mode: delete an account and users/NAME.env (NAME=alice)
+	@test -n "$(NAME)" || { echo "make remove-user: say whose account: make remove-user NAME=alice" >&2; exit 2; }
+	@$(TEAM_COMPOSE) run --rm --no-deps bootstrap $(BOOTSTRAP) --remove-user "$(NAME)"
+
+team-ca: ## Team mode, local CA: copy the CA certificate to users/ca.crt for teammates
+	@mkdir -p -m 700 users
+	$(TEAM_COMPOSE) cp proxy:/data/caddy/pki/authorities/local/root.crt users/ca.crt
+	@echo "users/ca.crt: give it to each teammate; docs/team.md says how to trust it"
+
+verify: ## Send one goose-shaped session through .env (or ENV_FILE=users/alice.env) and read it back
+	$(PYTHON) scripts/verify.py $(if $(ENV_FILE),--env-file "$(ENV_FILE)")
 
 test: $(STAMP) ## Create .venv and run every test (Docker ones when an engine answers)
 	$(VENV)/bin/python -m pytest

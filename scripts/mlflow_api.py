@@ -7,6 +7,7 @@ without a virtualenv.
 from __future__ import annotations
 
 import json
+import ssl
 import time
 import urllib.error
 import urllib.parse
@@ -40,13 +41,24 @@ def _error_from_http(exc: urllib.error.HTTPError, url: str) -> MlflowApiError:
     return MlflowApiError(exc.code, code, message, url)
 
 
+def tls_context(cafile: str | None) -> ssl.SSLContext | None:
+    """Verification against `cafile` (a team's own CA) on top of the system's trust store."""
+    if not cafile:
+        return None
+    context = ssl.create_default_context()
+    context.load_verify_locations(cafile)
+    return context
+
+
 class MlflowClient:
     """JSON requests against one MLflow server."""
 
-    def __init__(self, base_url: str, headers: Mapping[str, str] | None = None, timeout: float = 30.0) -> None:
+    def __init__(self, base_url: str, headers: Mapping[str, str] | None = None, timeout: float = 30.0,
+                 cafile: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.headers = dict(headers or {})
         self.timeout = timeout
+        self.context = tls_context(cafile)
 
     def request(self, method: str, path: str, body: Mapping[str, Any] | None = None,
                 query: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -58,7 +70,7 @@ class MlflowClient:
         if data is not None:
             request.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with urllib.request.urlopen(request, timeout=self.timeout, context=self.context) as response:
                 text = response.read().decode("utf-8")
         except urllib.error.HTTPError as exc:
             raise _error_from_http(exc, url) from None
@@ -74,7 +86,7 @@ class MlflowClient:
         last_error = "no answer"
         while True:
             try:
-                with urllib.request.urlopen(url, timeout=min(5.0, max(timeout, 0.1))) as response:
+                with urllib.request.urlopen(url, timeout=min(5.0, max(timeout, 0.1)), context=self.context) as response:
                     if response.status == 200:
                         return
                     last_error = f"status {response.status}"

@@ -10,6 +10,7 @@ so the verify and benchmark tools need no third-party package.
 from __future__ import annotations
 
 import os
+import ssl
 import struct
 import time
 import urllib.error
@@ -176,12 +177,13 @@ def traces_endpoint(environ: Mapping[str, str]) -> str:
     return base.rstrip("/") + "/v1/traces"
 
 
-def export(url: str, body: bytes, headers: Mapping[str, str], timeout: float = 10.0) -> tuple[int, bytes]:
+def export(url: str, body: bytes, headers: Mapping[str, str], timeout: float = 10.0,
+           context: ssl.SSLContext | None = None) -> tuple[int, bytes]:
     """POST one protobuf batch; returns (status, response body) for any HTTP answer."""
     request = urllib.request.Request(url, data=body, method="POST", headers={
         **headers, "Content-Type": "application/x-protobuf"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()

@@ -21,7 +21,7 @@ from typing import Any
 
 import otlp
 import stack_config as cfg
-from mlflow_api import MlflowApiError, MlflowClient, StackError
+from mlflow_api import MlflowApiError, MlflowClient, StackError, tls_context
 
 EXPERIMENT_HEADER = "x-mlflow-experiment-id"
 
@@ -71,7 +71,7 @@ def export_session(environ: dict[str, str]) -> tuple[str, str, dict[str, str]]:
     spans = otlp.goose_session(session_id, prompt="verify: héllo wörld ✓")
     body = otlp.encode_export_request(spans, {"service.name": environ.get("OTEL_SERVICE_NAME", "goose")})
     try:
-        status, reply = otlp.export(url, body, headers)
+        status, reply = otlp.export(url, body, headers, context=tls_context(environ.get("OTEL_EXPORTER_OTLP_CERTIFICATE")))
     except OSError as exc:
         raise StepFailed("send OTLP", f"cannot reach {url}: {getattr(exc, 'reason', exc)}; is the stack up?") from None
     if status != 200:
@@ -107,12 +107,29 @@ def summarize(trace: dict[str, Any]) -> tuple[dict[str, int], list[str]]:
     return usage, types
 
 
+def delete_again(client: MlflowClient, experiment_id: str, trace_id: str) -> str:
+    """Remove the test trace; a team account (EDIT, no MANAGE) may not, which is said, not failed."""
+    try:
+        client.delete_traces(experiment_id, [trace_id])
+    except MlflowApiError as exc:
+        if exc.status == 403:
+            return "kept: this account may not delete traces; its session id starts with verify-"
+        raise StepFailed("clean up", str(exc)) from None
+    try:
+        client.get_trace(trace_id)
+    except MlflowApiError as exc:
+        if exc.status == 404:
+            return "deleted again"
+        raise StepFailed("clean up", str(exc)) from None
+    raise StepFailed("clean up", f"trace {trace_id} still exists after delete")
+
+
 def run(args: argparse.Namespace) -> str:
     environ = source_env_file(args.env_file.absolute())
     trace_id, experiment_id, headers = export_session(environ)
     base_url = environ["OTEL_EXPORTER_OTLP_ENDPOINT"].rstrip("/")
     auth = {key: value for key, value in headers.items() if key.lower() == "authorization"}
-    client = MlflowClient(base_url, headers=auth)
+    client = MlflowClient(base_url, headers=auth, cafile=environ.get("OTEL_EXPORTER_OTLP_CERTIFICATE"))
     trace = read_back(client, trace_id, args.timeout)
     stored_in = trace["trace_info"]["trace_location"]["mlflow_experiment"]["experiment_id"]
     if stored_in != experiment_id:
@@ -123,16 +140,7 @@ def run(args: argparse.Namespace) -> str:
             raise StepFailed("check span types", f"no {wanted} span among {types}")
     if not usage.get("total_tokens"):
         raise StepFailed("check token usage", f"trace has no token usage: {usage}")
-    kept = "kept"
-    if not args.keep:
-        client.delete_traces(experiment_id, [trace_id])
-        try:
-            client.get_trace(trace_id)
-            raise StepFailed("clean up", f"trace {trace_id} still exists after delete")
-        except MlflowApiError as exc:
-            if exc.status != 404:
-                raise StepFailed("clean up", str(exc)) from None
-        kept = "deleted again"
+    kept = "kept" if args.keep else delete_again(client, experiment_id, trace_id)
     return "\n".join([
         f"OK: trace {trace_id} reached experiment {experiment_id} ({kept})",
         f"Spans:  {len(types)} ({', '.join(sorted(set(types)))})",

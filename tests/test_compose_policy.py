@@ -138,7 +138,8 @@ def test_only_the_secrets_job_may_write_the_secrets_volume():
 
 
 def test_env_example_documents_every_variable_compose_reads():
-    variables = set(re.findall(r"\$\{([A-Z_]+)", RAW))
+    team_raw = (stack.REPO / "compose.team.yaml").read_text()
+    variables = set(re.findall(r"\$\{([A-Z_]+)", RAW + team_raw))
     example = (stack.REPO / ".env.example").read_text()
     assert variables and all(f"{variable}=" in example for variable in variables), variables
 
@@ -157,3 +158,37 @@ def test_image_lock_pins_every_requirement_at_the_same_version():
     assert {name: lock.get(name) for name in top} == top
     assert all(line.startswith("#") or "==" in line
                for line in (stack.REPO / "mlflow/constraints.txt").read_text().splitlines() if line.strip())
+
+
+TEAM = stack.load_compose({"MLFLOW_PUBLIC_URL": "https://mlflow.example.com"}, team=True)["services"]
+
+
+def test_team_mode_publishes_only_the_proxy():
+    assert [name for name, svc in TEAM.items() if svc.get("ports")] == ["proxy"]
+
+
+def test_team_mode_needs_a_public_url():
+    with pytest.raises(KeyError, match="MLFLOW_PUBLIC_URL"):
+        stack.load_compose({}, team=True)
+
+
+def test_team_mode_turns_accounts_on_with_generated_secrets():
+    env = TEAM["mlflow"]["environment"]
+    assert env["MLFLOW_AUTH_DATABASE_URI"].startswith("postgresql+psycopg2://mlflow@")
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD_FILE"].startswith(stack.SECRETS_IN_CONTAINER)
+    assert env["MLFLOW_FLASK_SERVER_SECRET_KEY_FILE"].startswith(stack.SECRETS_IN_CONTAINER)
+
+
+@pytest.mark.parametrize("name", ["proxy", "auth-db"])
+def test_team_services_are_pinned_checked_and_ordered(name):
+    service = TEAM[name]
+    assert ":" in service["image"] and not service["image"].endswith(":latest")
+    if service["restart"] != "no":
+        assert service["healthcheck"]["test"][0] == "CMD"
+    assert all(spec["condition"].startswith("service_") for spec in service["depends_on"].values())
+
+
+def test_proxy_rejects_mismatched_host_and_caps_bodies():
+    caddyfile = (stack.REPO / "proxy" / "Caddyfile").read_text()
+    assert "strict_sni_host on" in caddyfile
+    assert "max_size 10MB" in caddyfile and "max_size 1GB" in caddyfile

@@ -1,0 +1,163 @@
+"""Team mode under a real Docker engine: `make team-up`, accounts, TLS proxy, caps, nothing else exposed.
+
+The public name is `localhost` on free ports and the proxy binds 127.0.0.1
+only, so the test never listens beyond this machine; the certificate comes
+from the proxy's locally generated CA and every client verifies it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ssl
+import uuid
+
+import pytest
+
+import envfile
+import stack
+import stack_config as cfg
+from dockerstack import Stack, clean_copy, require_engine
+from mlflow_api import MlflowClient
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture(scope="module")
+def team(tmp_path_factory):
+    require_engine()
+    https_port, http_port = stack.free_port(), stack.free_port()
+    deployment = Stack(clean_copy(tmp_path_factory.mktemp("team-copy")), {
+        "COMPOSE_FILE": "compose.yaml:compose.team.yaml",
+        "MLFLOW_PUBLIC_URL": f"https://localhost:{https_port}",
+        "TEAM_HTTPS_PORT": str(https_port), "TEAM_HTTP_PORT": str(http_port),
+        "TEAM_BIND_ADDRESS": "127.0.0.1"})
+    deployment.https_port, deployment.http_port = https_port, http_port
+    try:
+        deployment.up_output = deployment.run("make", "team-up").stdout
+        deployment.run("make", "team-ca")
+        deployment.ca = str(deployment.directory / "users" / "ca.crt")
+        deployment.user_output = deployment.run("make", "user", "NAME=alice", f"CA_FILE={deployment.ca}").stdout
+        yield deployment
+    finally:
+        deployment.compose("down", "--volumes", "--remove-orphans", check=False)
+
+
+def alice(team) -> dict[str, str]:
+    return envfile.parse((team.directory / "users" / "alice.env").read_text())
+
+
+def https(team, method: str, path: str, headers: dict[str, str] | None = None, body: bytes | None = None,
+          with_ca: bool = True) -> tuple[int, dict[str, str]]:
+    context = ssl.create_default_context(cafile=team.ca) if with_ca else ssl.create_default_context()
+    connection = http.client.HTTPSConnection("localhost", team.https_port, context=context, timeout=60)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        response.read()
+        return response.status, dict(response.getheaders())
+    finally:
+        connection.close()
+
+
+def test_team_up_brings_the_stack_up_behind_the_proxy(team):
+    states = {svc["Service"]: (svc["State"], svc.get("Health", "")) for svc in team.services()}
+    for name in ("postgres", "minio", "mlflow", "proxy"):
+        assert states[name] == ("running", "healthy"), states
+    assert "Experiment: goose-traces" in team.up_output
+
+
+def test_only_the_proxy_is_published_and_on_the_bind_address(team):
+    published = {(svc["Service"], pub["URL"], pub["PublishedPort"])
+                 for svc in team.services() for pub in (svc.get("Publishers") or []) if pub.get("PublishedPort")}
+    assert published == {("proxy", "127.0.0.1", team.https_port), ("proxy", "127.0.0.1", team.http_port)}
+
+
+def test_the_server_certificate_verifies_with_the_generated_ca(team):
+    assert https(team, "GET", "/health")[0] == 200
+
+
+def test_the_server_certificate_does_not_verify_without_it(team):
+    with pytest.raises(ssl.SSLCertVerificationError):
+        https(team, "GET", "/health", with_ca=False)
+
+
+def test_otlp_without_credentials_is_refused(team):
+    status, _ = https(team, "POST", "/v1/traces", {"x-mlflow-experiment-id": "1",
+                                                   "Content-Type": "application/x-protobuf"}, b"\x0a\x00")
+    assert status == 401
+
+
+def test_otlp_with_a_wrong_password_is_refused(team):
+    status, _ = https(team, "POST", "/v1/traces", {
+        "x-mlflow-experiment-id": "1", "Content-Type": "application/x-protobuf",
+        "Authorization": cfg.basic_auth("alice", "wrong-password-123")}, b"\x0a\x00")
+    assert status == 401
+
+
+def test_user_env_file_sourced_by_the_sdk_lands_a_trace_over_tls(team):
+    trace_id = stack.source_and_emit(team.directory / "users" / "alice.env", f"team-{uuid.uuid4().hex[:6]}")
+    values = alice(team)
+    client = MlflowClient(team.url, cafile=team.ca, headers={
+        "Authorization": cfg.basic_auth("alice", values["MLFLOW_TRACKING_PASSWORD"])})
+    assert client.get_trace(trace_id)["trace_info"]["trace_id"] == trace_id
+
+
+def test_user_env_file_points_at_the_public_url_and_the_ca(team):
+    values = alice(team)
+    assert values["OTEL_EXPORTER_OTLP_ENDPOINT"] == team.url and values["OTEL_EXPORTER_OTLP_CERTIFICATE"] == team.ca
+    assert (team.directory / "users" / "alice.env").stat().st_mode & 0o777 == 0o600
+    assert values["MLFLOW_TRACKING_PASSWORD"] not in team.user_output
+
+
+def test_make_verify_passes_with_the_user_env_file(team):
+    result = team.run("make", "verify", "ENV_FILE=users/alice.env")
+    assert "OK: trace tr-" in result.stdout
+
+
+def test_user_cannot_write_to_another_experiment(team):
+    admin = MlflowClient(team.url, cafile=team.ca, headers={
+        "Authorization": cfg.basic_auth("admin", team.secret("mlflow-admin-password"))})
+    other = admin.create_experiment(f"private-{uuid.uuid4().hex[:6]}")
+    status, _ = https(team, "POST", "/v1/traces", {
+        "x-mlflow-experiment-id": other, "Content-Type": "application/x-protobuf",
+        "Authorization": cfg.basic_auth("alice", alice(team)["MLFLOW_TRACKING_PASSWORD"])}, b"\x0a\x00")
+    assert status == 403
+
+
+def test_unknown_host_header_is_rejected_by_the_proxy(team):
+    status, _ = https(team, "GET", "/health", {"Host": "attacker.example"})
+    assert status == 421
+
+
+def test_body_over_the_cap_gets_413_and_the_server_keeps_answering(team):
+    body = b"\0" * 10_000_001
+    status, _ = https(team, "POST", "/v1/traces", {"x-mlflow-experiment-id": "1",
+                                                   "Content-Type": "application/x-protobuf"}, body)
+    assert status == 413
+    assert https(team, "GET", "/health")[0] == 200
+
+
+def test_plain_http_on_the_tls_port_is_refused(team):
+    connection = http.client.HTTPConnection("localhost", team.https_port, timeout=30)
+    connection.request("GET", "/health")
+    assert connection.getresponse().status == 400
+
+
+def test_plain_http_port_redirects_to_https(team):
+    connection = http.client.HTTPConnection("localhost", team.http_port, timeout=30)
+    connection.request("GET", "/health")
+    response = connection.getresponse()
+    assert response.status in (301, 308) and response.getheader("Location").startswith("https://")
+
+
+def test_database_and_object_store_are_not_reachable_from_the_host(team):
+    ports = {pub.get("TargetPort") for svc in team.services() if svc["Service"] in ("postgres", "minio")
+             for pub in (svc.get("Publishers") or []) if pub.get("PublishedPort")}
+    assert ports == set()
+
+
+def test_rerun_of_make_user_keeps_the_same_file(team):
+    before = (team.directory / "users" / "alice.env").read_bytes()
+    result = team.run("make", "user", "NAME=alice", f"CA_FILE={team.ca}")
+    assert "(kept;" in result.stdout
+    assert (team.directory / "users" / "alice.env").read_bytes() == before
