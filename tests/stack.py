@@ -136,11 +136,9 @@ def wait_for_http(url: str, timeout: float, process: subprocess.Popen | None = N
 
 
 def run_script(name: str, *args: str, env: Mapping[str, str] | None = None,
-               cwd: Path | None = None, user: str | None = None) -> subprocess.CompletedProcess:
+               cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run scripts/<name> with this interpreter, as a user would."""
     command = [sys.executable, str(SCRIPTS / name), *args]
-    if user is not None:
-        command = ["runuser", "-u", user, "--", *command]
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(command, capture_output=True, text=True, env=full_env, cwd=cwd, timeout=300)
 

@@ -9,14 +9,11 @@ restart, down/up, down -v/up.
 from __future__ import annotations
 
 import json
-import os
 import uuid
-from pathlib import Path
 
 import pytest
 
-import stack
-from mlflow_api import MlflowApiError, MlflowClient
+from mlflow_api import MlflowApiError
 from stack_secrets import SECRETS
 from dockerstack import Stack, clean_copy, require_engine
 from stack import experiment_id_in, source_and_emit
