@@ -5,6 +5,7 @@
 # and CORS origin from MLFLOW_PUBLIC_URL, and execs the command.
 set -eu
 
+OPTIONAL_SETTINGS="MLFLOW_S3_ENDPOINT_URL MLFLOW_AUTH_DATABASE_URI"
 SECRET_VARIABLES="PGPASSWORD AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
 	MLFLOW_AUTH_ADMIN_PASSWORD MLFLOW_FLASK_SERVER_SECRET_KEY MLFLOW_TRACKING_PASSWORD"
 
@@ -103,12 +104,31 @@ is_server() {
 	[ "${1:-}" = mlflow ] && [ "${2:-}" = server ]
 }
 
+# An empty setting means "not set": MLFLOW_S3_ENDPOINT_URL="" would point
+# boto3 at no endpoint instead of AWS's own.
+drop_empty_settings() {
+	for var in $OPTIONAL_SETTINGS; do
+		eval "value=\${${var}:-}"
+		[ -n "$value" ] || unset "$var"
+	done
+}
+
+# Team mode sets MLFLOW_REQUIRE_AUTH: a server without accounts must not come
+# up behind the public proxy because one setting was left empty.
+check_auth_required() {
+	[ "${MLFLOW_REQUIRE_AUTH:-false}" = true ] || return 0
+	[ -n "${MLFLOW_AUTH_CONFIG_PATH:-}" ] && return 0
+	error "team mode needs accounts, but MLFLOW_AUTH_DATABASE_URI is empty; set it (EXTERNAL_AUTH_DATABASE_URI with external services)"
+}
+
 main() {
+	drop_empty_settings
 	load_secrets
 	if is_server "$@"; then
 		derive_allowed_hosts
 		derive_cors_origins
 		write_auth_config
+		check_auth_required
 		# One setting switches accounts on: an auth database means basic-auth.
 		if [ -n "${MLFLOW_AUTH_CONFIG_PATH:-}" ]; then
 			set -- "$@" --app-name=basic-auth

@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""Generate the stack's credentials once and keep them.
+"""Generate the stack's credentials once and keep them; import external ones.
 
-Runs as the one-shot `secrets` service on every `up`: a file that exists is
-never rewritten, so PostgreSQL and MinIO keep accepting the credentials they
-were initialised with. Prints only names, never values.
+Runs as the one-shot `secrets` service on every `up`: a generated file that
+exists is never rewritten, so PostgreSQL and MinIO keep accepting the
+credentials they were initialised with. With --import-from (external services,
+compose.external.yaml), the credentials of a managed database and bucket are
+copied in from a folder only root may read, refreshed on every run so that a
+rotated password takes effect. Prints only names, never values.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ SECRETS = {
     "mlflow-admin-password": 24,  # MLflow basic-auth admin, team mode (MLflow wants >= 12 chars)
     "mlflow-secret-key": 32,      # MLflow's Flask secret key (sessions, CSRF), team mode
 }
+# Credentials of external services, copied in by --import-from when present.
+IMPORTED = ("external-db-password", "external-s3-access-key-id", "external-s3-secret-access-key")
 # Readable by every container of the stack that mounts the volume (they run as
 # different users: postgres, root in MinIO, the mlflow user); only the secrets
 # service mounts it writable, and on the host the volume is root's alone.
@@ -47,9 +52,30 @@ def ensure_secret(directory: Path, name: str, nbytes: int) -> bool:
     return True
 
 
+def import_secret(directory: Path, source: Path) -> str:
+    """Copy `source` into directory/<its name>; 'imported', 'unchanged' or raises on an empty file."""
+    value = source.read_text().strip()
+    if not value:
+        raise SystemExit(f"stack_secrets: error: {source} is empty; write the credential into it")
+    target = directory / source.name
+    if target.exists() and target.read_text() == value:
+        return "unchanged"
+    tmp = directory / f".{source.name}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(tmp, FILE_MODE)
+    os.replace(tmp, target)
+    return "imported"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Create the stack's random credentials if they do not exist yet.")
     parser.add_argument("directory", type=Path, help="where the secret files live (the secrets volume)")
+    parser.add_argument("--import-from", type=Path, metavar="DIR",
+                        help=f"also copy these files from DIR when present: {', '.join(IMPORTED)}")
     args = parser.parse_args(argv)
     if not args.directory.is_dir():
         print(f"stack_secrets: error: {args.directory} is not a directory; mount the secrets volume there",
@@ -58,6 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     for name, nbytes in SECRETS.items():
         created = ensure_secret(args.directory, name, nbytes)
         print(f"stack_secrets: {name}: {'generated' if created else 'kept'}", file=sys.stderr)
+    if args.import_from is not None:
+        if not args.import_from.is_dir():
+            print(f"stack_secrets: error: {args.import_from} is not a directory; create it with the external "
+                  "credentials (docs/external.md)", file=sys.stderr)
+            return 1
+        for name in IMPORTED:
+            if (args.import_from / name).is_file():
+                state = import_secret(args.directory, args.import_from / name)
+                print(f"stack_secrets: {name}: {state}", file=sys.stderr)
     return 0
 
 

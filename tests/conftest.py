@@ -71,43 +71,6 @@ def _start_s3(root: Path, compose: dict, replacements: dict[str, str]) -> tuple[
     return process, url
 
 
-def _run_in_entrypoint(command: list[str], env: dict[str, str], **popen: object) -> subprocess.Popen:
-    """Start `command` through the MLflow image's entrypoint, as the container does."""
-    full_env = {**os.environ, **stack.python_path_env(), **env}
-    for name in ("PGPASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        full_env.pop(name, None)
-    return subprocess.Popen(["sh", str(stack.ENTRYPOINT), *command], env=full_env, **popen)
-
-
-def _start_mlflow(log_path: Path, compose: dict, replacements: dict[str, str],
-                  port: int) -> tuple[subprocess.Popen, str]:
-    """compose.yaml's mlflow service, natively: its command, environment and entrypoint."""
-    mlflow = compose["services"]["mlflow"]
-    command = [arg.replace("--host=0.0.0.0", "--host=127.0.0.1").replace("--port=5000", f"--port={port}")
-               for arg in mlflow["command"]]
-    server = _run_in_entrypoint(command, stack.service_env(mlflow, replacements),
-                                stdout=open(log_path, "w"), stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        stack.wait_for_http(url + "/health", 180, server)
-    except RuntimeError:
-        _stop([server])
-        raise
-    return server, url
-
-
-def _stop(processes: list[subprocess.Popen]) -> None:
-    for process in reversed(processes):
-        try:
-            os.killpg(process.pid, 15)
-        except (ProcessLookupError, PermissionError):
-            process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
 @pytest.fixture(scope="session")
 def native_stack() -> Iterator[NativeStack]:
     # Under /tmp with 0755: the unprivileged postgres user must reach it.
@@ -130,14 +93,14 @@ def native_stack() -> Iterator[NativeStack]:
         replacements["@postgres:5432/"] = f"@127.0.0.1:{postgres.port}/"
 
         bucket = compose["services"]["bucket"]
-        job = _run_in_entrypoint(bucket["command"], stack.service_env(bucket, replacements), cwd=stack.REPO)
+        job = stack.run_in_entrypoint(bucket["command"], stack.service_env(bucket, replacements), cwd=stack.REPO)
         assert job.wait(timeout=120) == 0, "create_bucket.py failed"
 
-        server, url = _start_mlflow(root / "mlflow.log", compose, replacements, mlflow_port)
+        server, url = stack.start_mlflow(root / "mlflow.log", compose, replacements, mlflow_port)
         processes.append(server)
         yield NativeStack(root, secrets, postgres, s3_url, url, mlflow_port, compose, replacements)
     finally:
-        _stop(processes)
+        stack.stop_processes(processes)
         if postgres is not None:
             postgres.stop()
         if os.environ.get("KEEP_TEST_DIRS") != "1":
@@ -173,7 +136,7 @@ class TeamStack:
         """A one-shot service's command (plus `args`) through the entrypoint, with its team-mode environment."""
         spec = self.compose["services"][service]
         command = [stack.replace_all(arg, self.replacements) for arg in spec["command"]] + list(args)
-        job = _run_in_entrypoint(command, stack.service_env(spec, self.replacements), cwd=cwd or stack.REPO,
+        job = stack.run_in_entrypoint(command, stack.service_env(spec, self.replacements), cwd=cwd or stack.REPO,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         stdout, stderr = job.communicate(timeout=300)
         return subprocess.CompletedProcess(command, job.returncode, stdout, stderr)
@@ -193,8 +156,8 @@ def team_stack(native_stack: NativeStack) -> Iterator[TeamStack]:
         {"PGHOST": "127.0.0.1", "PGPORT": str(native_stack.postgres.port)})
     created = team.run_job("auth-db")
     assert created.returncode == 0, created.stderr
-    server, _ = _start_mlflow(native_stack.root / "mlflow-team.log", compose, replacements, port)
+    server, _ = stack.start_mlflow(native_stack.root / "mlflow-team.log", compose, replacements, port)
     try:
         yield team
     finally:
-        _stop([server])
+        stack.stop_processes([server])

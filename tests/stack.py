@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "scripts"
 COMPOSE_FILE = REPO / "compose.yaml"
 TEAM_COMPOSE_FILE = REPO / "compose.team.yaml"
+EXTERNAL_COMPOSE_FILE = REPO / "compose.external.yaml"
 ENTRYPOINT = REPO / "mlflow" / "docker-entrypoint.sh"
 EMITTER = Path(__file__).with_name("otel_emit.py")
 S3_STANDIN = Path(__file__).parent / "offline-images" / "silo" / "s3-standin"
@@ -66,11 +67,21 @@ class _Reset:
     """Compose's `!reset` tag: the key is removed from the merged result."""
 
 
+class _Override:
+    """Compose's `!override` tag: the value replaces, instead of merging with, the earlier one."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
 class _ComposeLoader(yaml.SafeLoader):
     pass
 
 
 _ComposeLoader.add_constructor("!reset", lambda loader, node: _Reset())
+_ComposeLoader.add_constructor("!override", lambda loader, node: _Override(
+    loader.construct_mapping(node, deep=True) if isinstance(node, yaml.MappingNode)
+    else loader.construct_sequence(node, deep=True)))
 
 
 def _mount_target(volume: str) -> str:
@@ -88,18 +99,23 @@ def _merge(base: Any, override: Any, key: str = "") -> Any:
         for key, value in override.items():
             if isinstance(value, _Reset):
                 merged.pop(key, None)
+            elif isinstance(value, _Override):
+                merged[key] = value.value
             else:
                 merged[key] = _merge(base[key], value, key) if key in base else value
         return merged
     return override
 
 
-def load_compose(environ: Mapping[str, str] | None = None, team: bool = False) -> dict[str, Any]:
-    """compose.yaml (plus compose.team.yaml) with anchors merged and variables resolved against `environ`."""
-    files = [COMPOSE_FILE, TEAM_COMPOSE_FILE] if team else [COMPOSE_FILE]
+def load_compose(environ: Mapping[str, str] | None = None, team: bool = False,
+                 external: bool = False) -> dict[str, Any]:
+    """compose.yaml (plus the team and external overrides) with anchors merged and
+    variables resolved against `environ`; services switched off by a profile are left out."""
+    files = [COMPOSE_FILE] + ([TEAM_COMPOSE_FILE] if team else []) + ([EXTERNAL_COMPOSE_FILE] if external else [])
     merged: Any = {}
     for path in files:
         merged = _merge(merged, yaml.load(path.read_text(), Loader=_ComposeLoader))
+    merged["services"] = {name: svc for name, svc in merged["services"].items() if not svc.get("profiles")}
     return _interpolate_tree(merged, environ or {})
 
 
@@ -204,3 +220,40 @@ def experiment_id_in(env_file: Path) -> str:
         if line.startswith("export OTEL_EXPORTER_OTLP_HEADERS="):
             return line.rsplit("=", 1)[1]
     raise AssertionError("no headers line")
+
+
+def run_in_entrypoint(command: list[str], env: dict[str, str], **popen: object) -> subprocess.Popen:
+    """Start `command` through the MLflow image's entrypoint, as the container does."""
+    full_env = {**os.environ, **python_path_env(), **env}
+    for name in ("PGPASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        full_env.pop(name, None)
+    return subprocess.Popen(["sh", str(ENTRYPOINT), *command], env=full_env, **popen)
+
+
+def start_mlflow(log_path: Path, compose: dict, replacements: dict[str, str],
+                  port: int) -> tuple[subprocess.Popen, str]:
+    """compose.yaml's mlflow service, natively: its command, environment and entrypoint."""
+    mlflow = compose["services"]["mlflow"]
+    command = [arg.replace("--host=0.0.0.0", "--host=127.0.0.1").replace("--port=5000", f"--port={port}")
+               for arg in mlflow["command"]]
+    server = run_in_entrypoint(command, service_env(mlflow, replacements),
+                                stdout=open(log_path, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(url + "/health", 180, server)
+    except RuntimeError:
+        stop_processes([server])
+        raise
+    return server, url
+
+
+def stop_processes(processes: list[subprocess.Popen]) -> None:
+    for process in reversed(processes):
+        try:
+            os.killpg(process.pid, 15)
+        except (ProcessLookupError, PermissionError):
+            process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()

@@ -121,7 +121,7 @@ def test_database_uri_names_psycopg2_and_holds_no_password():
 def test_mlflow_serves_artifacts_from_the_bucket_and_sets_workers_and_jobs_on_purpose():
     command = SERVICES["mlflow"]["command"]
     assert "--serve-artifacts" in command
-    assert "--artifacts-destination=s3://mlflow-artifacts" in command
+    assert SERVICES["mlflow"]["environment"]["MLFLOW_ARTIFACTS_DESTINATION"] == "s3://mlflow-artifacts"
     assert "--workers=2" in command
     assert SERVICES["mlflow"]["environment"]["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
 
@@ -138,17 +138,18 @@ def test_only_the_secrets_job_may_write_the_secrets_volume():
 
 
 def test_env_example_documents_every_variable_compose_reads():
-    team_raw = (stack.REPO / "compose.team.yaml").read_text()
-    variables = set(re.findall(r"\$\{([A-Z_]+)", RAW + team_raw))
+    overrides = (stack.REPO / "compose.team.yaml").read_text() + (stack.REPO / "compose.external.yaml").read_text()
+    variables = set(re.findall(r"\$\{([A-Z0-9_]+)", RAW + overrides))
     example = (stack.REPO / ".env.example").read_text()
     assert variables and all(f"{variable}=" in example for variable in variables), variables
 
 
 def test_offline_images_are_tagged_with_the_names_compose_and_the_dockerfile_use():
     build = (stack.REPO / "tests" / "offline-images" / "build.sh").read_text()
-    built = set(re.findall(r"^readonly (?:PYTHON|POSTGRES|SILO)_IMAGE=(\S+)$", build, re.M))
+    built = set(re.findall(r"^readonly (?:PYTHON|POSTGRES|SILO|CADDY)_IMAGE=(\S+)$", build, re.M))
     dockerfile = (stack.REPO / "mlflow" / "Dockerfile").read_text()
-    needed = {svc["image"] for svc in SERVICES.values() if "build" not in svc and svc["image"] != SERVICES["mlflow"]["image"]}
+    team = stack.load_compose({"MLFLOW_PUBLIC_URL": "https://m.example"}, team=True)["services"]
+    needed = {svc["image"] for svc in team.values() if svc["image"] != SERVICES["mlflow"]["image"]}
     needed.add(re.search(r"^ARG PYTHON_IMAGE=(\S+)$", dockerfile, re.M).group(1))
     assert built == needed
 
@@ -192,3 +193,25 @@ def test_proxy_rejects_mismatched_host_and_caps_bodies():
     caddyfile = (stack.REPO / "proxy" / "Caddyfile").read_text()
     assert "strict_sni_host on" in caddyfile
     assert "max_size 10MB" in caddyfile and "max_size 1GB" in caddyfile
+
+
+EXTERNAL_SETTINGS = {"EXTERNAL_DATABASE_URI": "postgresql+psycopg2://r@db.example:5432/m",
+                     "EXTERNAL_ARTIFACTS_DESTINATION": "s3://bucket/prefix", "MLFLOW_PUBLIC_URL": "https://m.example"}
+
+
+@pytest.mark.parametrize("team", [False, True])
+def test_external_services_switch_the_bundled_ones_off(team):
+    services = stack.load_compose(EXTERNAL_SETTINGS, team=team, external=True)["services"]
+    assert not {"postgres", "minio", "bucket", "auth-db"} & set(services)
+    assert services["mlflow"]["depends_on"] == {"secrets": {"condition": "service_completed_successfully"}}
+    assert services["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"] == EXTERNAL_SETTINGS["EXTERNAL_DATABASE_URI"]
+
+
+def test_external_services_need_their_settings():
+    with pytest.raises(KeyError, match="EXTERNAL_DATABASE_URI"):
+        stack.load_compose({"EXTERNAL_ARTIFACTS_DESTINATION": "s3://b/p"}, external=True)
+
+
+def test_team_mode_with_external_services_still_requires_accounts():
+    services = stack.load_compose(EXTERNAL_SETTINGS, team=True, external=True)["services"]
+    assert services["mlflow"]["environment"]["MLFLOW_REQUIRE_AUTH"] == "true"

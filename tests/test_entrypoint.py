@@ -93,3 +93,27 @@ def test_jobs_get_secrets_but_no_server_settings(tmp_path):
     env = exported(result)
     assert env["AWS_ACCESS_KEY_ID"] == "AKIAEXAMPLE"
     assert "MLFLOW_SERVER_ALLOWED_HOSTS" not in env and result.stderr == ""
+
+
+def test_team_mode_without_an_auth_database_refuses_to_start():
+    result = run_entrypoint({"MLFLOW_REQUIRE_AUTH": "true", "MLFLOW_AUTH_DATABASE_URI": ""})
+    assert result.returncode == 1 and "team mode needs accounts" in result.stderr
+
+
+def test_auth_database_turns_the_basic_auth_app_on_with_no_default_access(tmp_path):
+    (tmp_path / "probe").mkdir()
+    probe = tmp_path / "probe" / "mlflow"
+    probe.write_text('#!/bin/sh\necho "args: $*"\ncat "$MLFLOW_AUTH_CONFIG_PATH"\n')
+    probe.chmod(0o755)
+    result = subprocess.run(["sh", str(stack.ENTRYPOINT), "mlflow", "server"], capture_output=True, text=True, env={
+        "PATH": f"{tmp_path / 'probe'}:/usr/bin:/bin", "MLFLOW_REQUIRE_AUTH": "true",
+        "MLFLOW_AUTH_DATABASE_URI": "postgresql+psycopg2://mlflow@db:5432/mlflow_auth"}, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "args: server --app-name=basic-auth" in result.stdout
+    assert "default_permission = NO_PERMISSIONS" in result.stdout
+    assert "database_uri = postgresql+psycopg2://mlflow@db:5432/mlflow_auth" in result.stdout
+
+
+def test_empty_s3_endpoint_is_dropped_so_boto3_uses_aws():
+    env = exported(run_entrypoint({"MLFLOW_S3_ENDPOINT_URL": ""}))
+    assert "MLFLOW_S3_ENDPOINT_URL" not in env

@@ -1,0 +1,119 @@
+"""External services, natively: MLflow on a "managed" PostgreSQL database and S3 bucket.
+
+The managed side is a separate role, database and bucket on the native
+servers, reachable only with credentials the secrets job imports, exactly as
+compose.external.yaml wires them; the bundled database and bucket stay unused.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import urllib.request
+import uuid
+
+import boto3
+import psycopg2
+import pytest
+
+import stack
+from mlflow_api import MlflowClient
+
+ROLE, DATABASE, BUCKET, PREFIX = "managed", "managed_mlflow", "managed-bucket", "goose"
+
+
+@pytest.fixture(scope="module")
+def external(native_stack, tmp_path_factory):
+    root = tmp_path_factory.mktemp("external")
+    password = uuid.uuid4().hex
+    admin = psycopg2.connect(native_stack.database_uri("postgres", native_stack.secret("postgres-password"), "postgres"))
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f"CREATE ROLE {ROLE} LOGIN PASSWORD %s", (password,))
+        cursor.execute(f"CREATE DATABASE {DATABASE} OWNER {ROLE}")
+    admin.close()
+    s3 = boto3.client("s3", endpoint_url=native_stack.s3_url, region_name="us-east-1",
+                      aws_access_key_id=native_stack.secret("minio-root-user"),
+                      aws_secret_access_key=native_stack.secret("minio-root-password"))
+    s3.create_bucket(Bucket=BUCKET)
+
+    provided = root / "external-secrets"
+    provided.mkdir(mode=0o700)
+    (provided / "external-db-password").write_text(password + "\n")
+    (provided / "external-s3-access-key-id").write_text(native_stack.secret("minio-root-user"))
+    (provided / "external-s3-secret-access-key").write_text(native_stack.secret("minio-root-password"))
+    for path in provided.iterdir():
+        path.chmod(0o600)
+    secrets = root / "secrets"
+    secrets.mkdir()
+
+    port = stack.free_port()
+    compose = stack.load_compose({
+        "MLFLOW_PORT": str(port),
+        "EXTERNAL_DATABASE_URI": f"postgresql+psycopg2://{ROLE}@127.0.0.1:{native_stack.postgres.port}/{DATABASE}",
+        "EXTERNAL_ARTIFACTS_DESTINATION": f"s3://{BUCKET}/{PREFIX}",
+        "EXTERNAL_S3_ENDPOINT_URL": native_stack.s3_url}, external=True)
+    replacements = {stack.SECRETS_IN_CONTAINER: str(secrets), "/run/external": str(provided)}
+    job = compose["services"]["secrets"]
+    imported = stack.run_in_entrypoint([stack.replace_all(arg, replacements) for arg in job["command"]],
+                                  stack.service_env(job, replacements), cwd=stack.REPO, stderr=subprocess.PIPE, text=True)
+    _, log = imported.communicate(timeout=60)
+    assert imported.returncode == 0, log
+    server, url = stack.start_mlflow(root / "mlflow.log", compose, replacements, port)
+    try:
+        yield {"url": url, "password": password, "s3": s3, "compose": compose, "secrets": secrets, "log": log}
+    finally:
+        stack.stop_processes([server])
+
+
+def managed_db(native_stack, password: str):
+    connection = psycopg2.connect(native_stack.database_uri(ROLE, password, DATABASE))
+    connection.autocommit = True
+    return connection
+
+
+def test_bundled_services_are_switched_off(external):
+    assert sorted(external["compose"]["services"]) == ["bootstrap", "mlflow", "secrets"]
+
+
+def test_external_credentials_are_imported_readable_and_not_printed(external):
+    assert (external["secrets"] / "external-db-password").read_text() == external["password"]
+    assert (external["secrets"] / "external-db-password").stat().st_mode & 0o777 == 0o444
+    assert external["password"] not in external["log"] and "external-db-password: imported" in external["log"]
+
+
+def test_experiments_live_in_the_managed_database(native_stack, external, tmp_path):
+    result = stack.run_script("bootstrap.py", "--tracking-uri", external["url"], "--experiment", "external-goose",
+                              "--env-file", str(tmp_path / ".env"))
+    assert result.returncode == 0, result.stderr
+    with managed_db(native_stack, external["password"]).cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM experiments WHERE name = 'external-goose'")
+        assert cursor.fetchone() == (1,)
+    bundled = psycopg2.connect(native_stack.database_uri("mlflow", native_stack.secret("mlflow-db-password"), "mlflow"))
+    with bundled.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM experiments WHERE name = 'external-goose'")
+        assert cursor.fetchone() == (0,)
+    bundled.close()
+
+
+def test_traces_from_the_env_file_land_in_the_managed_database(native_stack, external, tmp_path):
+    env_file = tmp_path / ".env"
+    assert stack.run_script("bootstrap.py", "--tracking-uri", external["url"], "--public-url", external["url"],
+                            "--env-file", str(env_file)).returncode == 0
+    trace_id = stack.source_and_emit(env_file, f"external-{uuid.uuid4().hex[:6]}")
+    with managed_db(native_stack, external["password"]).cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM spans WHERE trace_id = %s", (trace_id,))
+        assert cursor.fetchone() == (3,)
+
+
+def test_artifacts_land_in_the_managed_bucket_under_its_prefix(external, tmp_path):
+    client = MlflowClient(external["url"])
+    experiment_id = client.create_experiment(f"external-artifacts-{uuid.uuid4().hex[:6]}")
+    run = client.request("POST", "/api/2.0/mlflow/runs/create", {"experiment_id": experiment_id})["run"]
+    run_id = run["info"]["run_id"]
+    artifact_path = f"{experiment_id}/{run_id}/artifacts/note.txt"
+    request = urllib.request.Request(
+        f"{external['url']}/api/2.0/mlflow-artifacts/artifacts/{artifact_path}", data=b"managed", method="PUT")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200
+    keys = [obj["Key"] for obj in external["s3"].list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+    assert f"{PREFIX}/{artifact_path}" in keys
