@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import stack
+import stack_config as cfg
 from mlflow_api import MlflowClient
 
 REPO_OWNER_UID = 4242  # the clean copy belongs to a non-root user, as a real checkout does
@@ -71,19 +72,11 @@ class Stack:
 
 
 def clean_copy(destination: Path) -> Path:
-    """The files git would check out (tracked, plus new files not ignored), nothing else."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            cwd=stack.REPO, capture_output=True, check=True).stdout.decode().split("\0")
-    for name in filter(None, listed):
-        source = stack.REPO / name
-        if source.is_file():
-            target = destination / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
+    """The files git would check out, nothing else, owned by a non-root user as a real checkout is."""
+    cfg.copy_checkout(destination)
     if os.geteuid() == 0:
         os.chown(destination, REPO_OWNER_UID, REPO_OWNER_UID)
     return destination
-
 
 
 

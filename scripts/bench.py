@@ -1,0 +1,489 @@
+#!/usr/bin/env python3
+"""make bench: the stack against plain `mlflow server`, measured in one run.
+
+For each server (the baseline: `mlflow server` with every default, same MLflow
+version; the stack: the real compose.yaml under its own project name):
+  - footprint: proportional set size (PSS) of every process, idle and under
+    load; for the stack also the time from `make up` to the bootstrap summary;
+  - ingest: goose-shaped OTLP/HTTP protobuf batches from N closed-loop
+    exporters (each sends, waits for the answer, sends again), at each
+    concurrency: traces/s, latency percentiles, non-200 answers by code, and
+    loss, the traces acknowledged with 200 that MLflow's API does not return;
+  - query: the trace list a user opens (first page, newest first) and a search
+    by session id, at 10k and 100k stored traces.
+Results go to build/bench/results.json, docs/benchmarks.md (the table between
+its markers) and docs/benchmarks.png. Needs the test virtualenv (make bench).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import otlp
+import stack_config as cfg
+from mlflow_api import MlflowClient
+
+CONCURRENCY = (1, 8, 32)
+TRACES_PER_BATCH = 10
+PROMPT_BYTES = 2048
+FILL_TRACES_PER_BATCH = 50
+FILL_CONCURRENCY = 8
+QUERY_LEVELS = (10_000, 100_000)
+QUERY_SAMPLES = 50
+FIRST_PAGE = 100  # traces per page in the trace list
+SEARCH_PAGE = 500  # the API's maximum page size, for counting
+RESULTS = cfg.REPO_ROOT / "build" / "bench" / "results.json"
+DOC = cfg.REPO_ROOT / "docs" / "benchmarks.md"
+PLOT = cfg.REPO_ROOT / "docs" / "benchmarks.png"
+TABLE_BEGIN, TABLE_END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+# Counting -------------------------------------------------------------------
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100) with linear interpolation between ranks, as numpy's default."""
+    if not values:
+        raise ValueError("percentile of no values")
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def lost_traces(acknowledged: Iterable[str], stored: Iterable[str]) -> set[str]:
+    """Trace ids acknowledged with 200 that the server does not return."""
+    return set(acknowledged) - set(stored)
+
+
+def stored_trace_ids(client: MlflowClient, experiment_id: str, page_size: int = SEARCH_PAGE) -> set[str]:
+    """Every trace id in the experiment, page by page through the search API."""
+    ids: set[str] = set()
+    token = None
+    while True:
+        body = {"locations": [{"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": experiment_id}}],
+                "max_results": page_size}
+        if token:
+            body["page_token"] = token
+        reply = client.request("POST", "/api/3.0/mlflow/traces/search", body)
+        ids.update(trace["trace_id"] for trace in reply.get("traces", []))
+        token = reply.get("next_page_token")
+        if not token:
+            return ids
+
+
+# Load -----------------------------------------------------------------------
+
+def goose_batch(session_id: str, traces: int, prompt: str) -> tuple[bytes, list[str]]:
+    """`traces` goose replies of 3 spans (invoke_agent, chat, execute_tool) as one OTLP request."""
+    spans: list[otlp.Span] = []
+    for _ in range(traces):
+        spans.extend(otlp.goose_session(session_id, prompt=prompt, tokens=((1200, 80),), tools=("developer__shell",))[:3])
+    trace_ids = sorted({"tr-" + span.trace_id.hex() for span in spans})
+    return otlp.encode_export_request(spans, {"service.name": "goose"}), trace_ids
+
+
+@dataclass
+class IngestResult:
+    server: str
+    concurrency: int
+    seconds: float
+    batches: int = 0
+    traces_acked: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    errors: int = 0
+    lost: int = 0
+    traces_per_s: float = 0.0
+    p50_ms: float = 0.0
+    p95_ms: float = 0.0
+    p99_ms: float = 0.0
+    peak_pss_mb: float = 0.0
+
+
+class Exporter(threading.Thread):
+    """One closed-loop exporter: send a batch, wait for the answer, repeat until the deadline."""
+
+    def __init__(self, url: str, experiment_id: str, deadline: float, traces: int, prompt: str) -> None:
+        super().__init__(daemon=True)
+        parsed = urllib.parse.urlsplit(url)
+        self.host, self.port = parsed.hostname, parsed.port or 80
+        self.headers = {"Content-Type": "application/x-protobuf", "x-mlflow-experiment-id": experiment_id}
+        self.deadline, self.traces, self.prompt = deadline, traces, prompt
+        self.latencies: list[float] = []
+        self.statuses: Counter[str] = Counter()
+        self.acked: list[str] = []
+        self.errors = 0
+
+    def run(self) -> None:
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=60)
+        session = uuid.uuid4().hex
+        while time.monotonic() < self.deadline:
+            body, trace_ids = goose_batch(session, self.traces, self.prompt)
+            start = time.perf_counter()
+            try:
+                connection.request("POST", "/v1/traces", body=body, headers=self.headers)
+                response = connection.getresponse()
+                response.read()
+            except OSError:
+                self.errors += 1
+                connection.close()
+                connection = http.client.HTTPConnection(self.host, self.port, timeout=60)
+                continue
+            self.latencies.append(time.perf_counter() - start)
+            self.statuses[str(response.status)] += 1
+            if response.status == 200:
+                self.acked.extend(trace_ids)
+        connection.close()
+
+
+def run_exporters(url: str, experiment_id: str, concurrency: int, seconds: float,
+                  traces: int, prompt: str, during: Callable[[], None] | None = None) -> list[Exporter]:
+    deadline = time.monotonic() + seconds
+    exporters = [Exporter(url, experiment_id, deadline, traces, prompt) for _ in range(concurrency)]
+    for exporter in exporters:
+        exporter.start()
+    if during is not None:
+        during()
+    for exporter in exporters:
+        exporter.join()
+    return exporters
+
+
+def ingest(server: "Server", concurrency: int, seconds: float) -> IngestResult:
+    client = MlflowClient(server.url)
+    experiment_id = client.create_experiment(f"bench-ingest-{concurrency}-{uuid.uuid4().hex[:8]}")
+    prompt = "x" * PROMPT_BYTES
+    peak: list[float] = []
+
+    def sample_memory() -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            peak.append(server.pss_mb())
+            time.sleep(min(2.0, max(0.1, end - time.monotonic())))
+
+    started = time.monotonic()
+    exporters = run_exporters(server.url, experiment_id, concurrency, seconds, TRACES_PER_BATCH, prompt, sample_memory)
+    elapsed = time.monotonic() - started
+    latencies = [value for exporter in exporters for value in exporter.latencies]
+    statuses: Counter[str] = Counter()
+    for exporter in exporters:
+        statuses.update(exporter.statuses)
+    acked = [trace_id for exporter in exporters for trace_id in exporter.acked]
+    stored = stored_trace_ids(client, experiment_id)
+    result = IngestResult(server.name, concurrency, round(elapsed, 2), batches=len(latencies),
+                          traces_acked=len(acked), statuses=dict(statuses),
+                          errors=sum(exporter.errors for exporter in exporters),
+                          lost=len(lost_traces(acked, stored)), traces_per_s=round(len(acked) / elapsed, 1),
+                          peak_pss_mb=round(max(peak, default=0.0), 1))
+    if latencies:
+        result.p50_ms, result.p95_ms, result.p99_ms = (round(percentile(latencies, q) * 1000, 1) for q in (50, 95, 99))
+    log(f"{server.name}: ingest x{concurrency}: {result.traces_per_s} traces/s, p99 {result.p99_ms} ms, "
+        f"statuses {result.statuses}, lost {result.lost}")
+    return result
+
+
+# Queries --------------------------------------------------------------------
+
+@dataclass
+class QueryResult:
+    server: str
+    stored: int
+    list_p50_ms: float
+    list_p95_ms: float
+    session_p50_ms: float
+    session_p95_ms: float
+
+
+def fill(server: "Server", experiment_id: str, target: int, have: int) -> int:
+    """Add traces until the experiment holds about `target`; returns the count acknowledged."""
+    prompt = "x" * PROMPT_BYTES
+    while have < target:
+        batches_needed = (target - have) // FILL_TRACES_PER_BATCH + 1
+        seconds = max(5.0, batches_needed / 40)
+        exporters = run_exporters(server.url, experiment_id, FILL_CONCURRENCY, seconds, FILL_TRACES_PER_BATCH, prompt)
+        have += sum(len(exporter.acked) for exporter in exporters)
+        log(f"{server.name}: filled to {have} traces")
+    return have
+
+
+def timed(call: Callable[[], object], samples: int) -> list[float]:
+    durations = []
+    for _ in range(samples):
+        start = time.perf_counter()
+        call()
+        durations.append(time.perf_counter() - start)
+    return durations
+
+
+def queries(server: "Server") -> list[QueryResult]:
+    client = MlflowClient(server.url, timeout=120)
+    experiment_id = client.create_experiment(f"bench-query-{uuid.uuid4().hex[:8]}")
+    location = [{"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": experiment_id}}]
+    have, results = 0, []
+    for level in QUERY_LEVELS:
+        have = fill(server, experiment_id, level, have)
+        newest = client.request("POST", "/api/3.0/mlflow/traces/search", {
+            "locations": location, "max_results": 1, "order_by": ["timestamp_ms DESC"]})["traces"][0]
+        session = newest["trace_metadata"].get("mlflow.trace.session", "")
+        first_page = timed(lambda: client.request("POST", "/api/3.0/mlflow/traces/search", {
+            "locations": location, "max_results": FIRST_PAGE, "order_by": ["timestamp_ms DESC"]}), QUERY_SAMPLES)
+        by_session = timed(lambda: client.request("POST", "/api/3.0/mlflow/traces/search", {
+            "locations": location, "max_results": FIRST_PAGE,
+            "filter": f"metadata.`mlflow.trace.session` = '{session}'"}), QUERY_SAMPLES)
+        result = QueryResult(server.name, have, *(round(percentile(samples, q) * 1000, 1)
+                                                  for samples in (first_page, by_session) for q in (50, 95)))
+        log(f"{server.name}: queries at {have}: list p95 {result.list_p95_ms} ms, session p95 {result.session_p95_ms} ms")
+        results.append(result)
+    return results
+
+
+# Servers --------------------------------------------------------------------
+
+def pss_mb(pids: Iterable[int]) -> float:
+    """Proportional set size of these processes, in MB (shared pages split among sharers)."""
+    total_kb = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as handle:
+                total_kb += sum(int(line.split()[1]) for line in handle if line.startswith("Pss:"))
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return round(total_kb / 1024, 1)
+
+
+def descendants(pid: int) -> list[int]:
+    """pid and every process below it, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        queue.extend(children.get(current, []))
+    return found
+
+
+class Server:
+    name: str
+    url: str
+
+    def pss_mb(self) -> float:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+
+class BaselineServer(Server):
+    """`mlflow server` with every default (SQLite, 4 workers, job runner) in a fresh folder."""
+
+    name = "baseline"
+
+    def __init__(self, port: int) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix="goose-mlflow-bench-baseline-"))
+        self.url = f"http://127.0.0.1:{port}"
+        mlflow = Path(sys.executable).parent / "mlflow"
+        self.process = subprocess.Popen([str(mlflow), "server", "--port", str(port)], cwd=self.workdir,
+                                        stdout=open(self.workdir / "server.log", "w"), stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        MlflowClient(self.url).wait_until_healthy(300)
+
+    def pss_mb(self) -> float:
+        return pss_mb(descendants(self.process.pid))
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, signal.SIGTERM)
+        self.process.wait(timeout=60)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class ComposeStack(Server):
+    """The real compose.yaml, from a copy of this checkout, under its own project name and port.
+
+    The copy keeps the bootstrap's .env away from the developer's; everything,
+    volumes included, is removed at the end.
+    """
+
+    name = "stack"
+
+    def __init__(self, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self.workdir = Path(tempfile.mkdtemp(prefix="goose-mlflow-bench-stack-"))
+        cfg.copy_checkout(self.workdir)
+        self.env = {**os.environ, "COMPOSE_PROJECT_NAME": "goose-mlflow-bench", "MLFLOW_PORT": str(port)}
+        self.compose("down", "--volumes")
+        start = time.monotonic()
+        subprocess.run(["make", "up"], cwd=self.workdir, env=self.env, check=True, capture_output=True)
+        self.up_seconds = round(time.monotonic() - start, 1)
+        log(f"stack: make up took {self.up_seconds} s")
+
+    def compose(self, *args: str) -> str:
+        return subprocess.run(["docker", "compose", *args], cwd=self.workdir, env=self.env,
+                              check=True, capture_output=True, text=True).stdout
+
+    def pss_mb(self) -> float:
+        pids: list[int] = []
+        for container in self.compose("ps", "--quiet").split():
+            pid = int(subprocess.run(["docker", "inspect", "--format", "{{.State.Pid}}", container],
+                                     check=True, capture_output=True, text=True).stdout.strip() or 0)
+            if pid:
+                pids.extend(descendants(pid))
+        return pss_mb(pids)
+
+    def stop(self) -> None:
+        self.compose("down", "--volumes")
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+# Report ---------------------------------------------------------------------
+
+def ratio(value: float, base: float) -> str:
+    return f"{value / base:.2f}×" if base else "n/a"
+
+
+def report(results: dict) -> str:
+    """The markdown tables for docs/benchmarks.md."""
+    ingest_rows = {(r["server"], r["concurrency"]): r for r in results["ingest"]}
+    lines = [f"Run {results['date']} on {results['machine']}; MLflow {results['mlflow']}; "
+             f"{results['seconds']} s per ingest level. Ratios are stack ÷ baseline.", "",
+             "| exporters | server | traces/s | ratio | p50 ms | p95 ms | p99 ms | non-200 | lost | peak PSS MB |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for concurrency in CONCURRENCY:
+        base = ingest_rows.get(("baseline", concurrency))
+        for server in ("baseline", "stack"):
+            row = ingest_rows.get((server, concurrency))
+            if row is None:
+                continue
+            non_200 = {code: n for code, n in row["statuses"].items() if code != "200"}
+            lines.append(f"| {concurrency} | {server} | {row['traces_per_s']} | "
+                         f"{ratio(row['traces_per_s'], base['traces_per_s']) if base else 'n/a'} | "
+                         f"{row['p50_ms']} | {row['p95_ms']} | {row['p99_ms']} | "
+                         f"{non_200 or 0}{' + ' + str(row['errors']) + ' errors' if row['errors'] else ''} | "
+                         f"{row['lost']} | {row['peak_pss_mb']} |")
+    lines += ["", "| stored traces | server | list p50 ms | list p95 ms | session p50 ms | session p95 ms |",
+              "|---|---|---|---|---|---|"]
+    for row in results["queries"]:
+        lines.append(f"| {row['stored']} | {row['server']} | {row['list_p50_ms']} | {row['list_p95_ms']} | "
+                     f"{row['session_p50_ms']} | {row['session_p95_ms']} |")
+    idle = results["idle_pss_mb"]
+    lines += ["", "| footprint | baseline | stack | ratio |", "|---|---|---|---|",
+              f"| idle PSS, MB (all processes) | {idle.get('baseline')} | {idle.get('stack')} | "
+              f"{ratio(idle.get('stack', 0), idle.get('baseline', 0))} |",
+              f"| `make up` to bootstrap summary, s | n/a | {results.get('up_seconds')} | |"]
+    return "\n".join(lines)
+
+
+def write_doc(table: str) -> None:
+    text = DOC.read_text() if DOC.exists() else f"# Benchmarks\n\n{TABLE_BEGIN}\n{TABLE_END}\n"
+    if TABLE_BEGIN not in text or TABLE_END not in text:
+        raise SystemExit(f"bench: error: {DOC} lacks the {TABLE_BEGIN} / {TABLE_END} markers; restore them")
+    head, rest = text.split(TABLE_BEGIN, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    DOC.write_text(f"{head}{TABLE_BEGIN}\n{table}\n{TABLE_END}{tail}")
+
+
+def write_plot(results: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (throughput, p99) = plt.subplots(1, 2, figsize=(10, 4))
+    for server in ("baseline", "stack"):
+        rows = sorted((r for r in results["ingest"] if r["server"] == server), key=lambda r: r["concurrency"])
+        if not rows:
+            continue
+        x = [r["concurrency"] for r in rows]
+        throughput.plot(x, [r["traces_per_s"] for r in rows], marker="o", label=server)
+        p99.plot(x, [r["p99_ms"] for r in rows], marker="o", label=server)
+    for axis, title in ((throughput, "traces/s"), (p99, "p99 latency, ms")):
+        axis.set_xscale("log", base=2)
+        axis.set_xticks(list(CONCURRENCY), [str(c) for c in CONCURRENCY])
+        axis.set_xlabel("concurrent exporters")
+        axis.set_title(title)
+        axis.grid(True, alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(PLOT, dpi=100)
+
+
+# Command --------------------------------------------------------------------
+
+def measure(server: Server, seconds: float, with_queries: bool) -> tuple[list[IngestResult], list[QueryResult], float]:
+    time.sleep(10)  # let start-up settle before the idle reading
+    idle = server.pss_mb()
+    log(f"{server.name}: idle PSS {idle} MB")
+    results = [ingest(server, concurrency, seconds) for concurrency in CONCURRENCY]
+    return results, (queries(server) if with_queries else []), idle
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Benchmark the stack against plain `mlflow server` (docs/benchmarks.md).")
+    parser.add_argument("--seconds", type=float, default=30.0, help="duration of each ingest level (default: %(default)s)")
+    parser.add_argument("--no-queries", action="store_true", help="skip the 10k/100k query part (it fills 100k traces)")
+    parser.add_argument("--servers", default="baseline,stack", help="which to run, comma-separated (default: %(default)s)")
+    args = parser.parse_args(argv)
+    import mlflow
+
+    results: dict = {"date": time.strftime("%Y-%m-%d"), "mlflow": mlflow.__version__, "seconds": args.seconds,
+                     "machine": f"{os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // 2**30} GiB, "
+                                f"{platform.platform()}",
+                     "ingest": [], "queries": [], "idle_pss_mb": {}}
+    for name in args.servers.split(","):
+        port = free_port()
+        log(f"{name}: starting on port {port}")
+        server: Server = BaselineServer(port) if name == "baseline" else ComposeStack(port)
+        try:
+            ingested, queried, idle = measure(server, args.seconds, not args.no_queries)
+        finally:
+            server.stop()
+        results["ingest"] += [asdict(r) for r in ingested]
+        results["queries"] += [asdict(r) for r in queried]
+        results["idle_pss_mb"][name] = idle
+        if isinstance(server, ComposeStack):
+            results["up_seconds"] = server.up_seconds
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2))
+    table = report(results)
+    write_doc(table)
+    write_plot(results)
+    print(table)
+    return 0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
