@@ -130,10 +130,19 @@ def test_unknown_host_header_is_rejected_by_the_proxy(team):
 
 
 def test_body_over_the_cap_gets_413_and_the_server_keeps_answering(team):
-    body = b"\0" * 10_000_001
-    status, _ = https(team, "POST", "/v1/traces", {"x-mlflow-experiment-id": "1",
-                                                   "Content-Type": "application/x-protobuf"}, body)
-    assert status == 413
+    # Only the headers go out: the proxy must refuse on the declared size alone,
+    # before any of the body would reach MLflow (and without racing the upload).
+    connection = http.client.HTTPSConnection("localhost", team.https_port, timeout=60,
+                                             context=ssl.create_default_context(cafile=team.ca))
+    try:
+        connection.putrequest("POST", "/v1/traces")
+        for name, value in {"x-mlflow-experiment-id": "1", "Content-Type": "application/x-protobuf",
+                            "Content-Length": "10000001"}.items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        assert connection.getresponse().status == 413
+    finally:
+        connection.close()
     assert https(team, "GET", "/health")[0] == 200
 
 
