@@ -12,10 +12,11 @@ rotated password takes effect. Prints only names, never values.
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 import sys
 from pathlib import Path
+
+import envfile
 
 # name -> random bytes (token_urlsafe gives [A-Za-z0-9_-], safe in URIs and env files).
 SECRETS = {
@@ -41,14 +42,7 @@ def ensure_secret(directory: Path, name: str, nbytes: int) -> bool:
         if not path.read_text().strip():
             raise SystemExit(f"stack_secrets: error: {path} is empty; delete it only if the stack's volumes are new")
         return False
-    tmp = directory / f".{name}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secrets.token_urlsafe(nbytes))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(tmp, FILE_MODE)
-    os.replace(tmp, path)
+    envfile.write_atomic(path, secrets.token_urlsafe(nbytes), mode=FILE_MODE)
     return True
 
 
@@ -57,18 +51,8 @@ def import_secret(directory: Path, source: Path) -> str:
     value = source.read_text().strip()
     if not value:
         raise SystemExit(f"stack_secrets: error: {source} is empty; write the credential into it")
-    target = directory / source.name
-    if target.exists() and target.read_text() == value:
-        return "unchanged"
-    tmp = directory / f".{source.name}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(value)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(tmp, FILE_MODE)
-    os.replace(tmp, target)
-    return "imported"
+    changed = envfile.write_atomic(directory / source.name, value, mode=FILE_MODE)
+    return "imported" if changed else "unchanged"
 
 
 def main(argv: list[str] | None = None) -> int:
