@@ -32,6 +32,7 @@ class NativeStack:
     mlflow_port: int
     compose: dict
     replacements: dict[str, str]
+    outbound: stack.Tripwire  # MLflow's HTTP(S) proxy: whatever it tries to fetch from outside
 
     def secret(self, name: str) -> str:
         return (self.secrets / name).read_text().strip()
@@ -96,9 +97,11 @@ def native_stack() -> Iterator[NativeStack]:
         job = stack.run_in_entrypoint(bucket["command"], stack.service_env(bucket, replacements), cwd=stack.REPO)
         assert job.wait(timeout=120) == 0, "create_bucket.py failed"
 
-        server, url = stack.start_mlflow(root / "mlflow.log", compose, replacements, mlflow_port)
+        outbound = stack.Tripwire()
+        server, url = stack.start_mlflow(root / "mlflow.log", compose, replacements, mlflow_port,
+                                         extra_env=outbound.proxy_env())
         processes.append(server)
-        yield NativeStack(root, secrets, postgres, s3_url, url, mlflow_port, compose, replacements)
+        yield NativeStack(root, secrets, postgres, s3_url, url, mlflow_port, compose, replacements, outbound)
     finally:
         stack.stop_processes(processes)
         if postgres is not None:

@@ -112,6 +112,15 @@ def test_sdk_trace_carries_token_usage(native_stack, emitted):
     assert usage == {"input_tokens": 321, "output_tokens": 45, "total_tokens": 366}
 
 
+def test_ingest_prices_tokens_without_reaching_outside(native_stack, emitted):
+    # Pricing the chat span's tokens makes MLflow, by default, fetch a price
+    # catalog from GitHub on the ingest path; compose.yaml turns that off.
+    trace = MlflowClient(native_stack.mlflow_url).get_trace(emitted[0])
+    cost = json.loads(trace["trace_info"]["trace_metadata"]["mlflow.trace.cost"])
+    assert cost["total_cost"] > 0  # priced from the catalog bundled with MLflow
+    assert native_stack.outbound.requests == []
+
+
 def test_unicode_attributes_are_stored_intact(emitted, db):
     from otel_emit import PROMPT
 
