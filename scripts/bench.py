@@ -50,6 +50,18 @@ QUERY_LEVELS = (10_000, 100_000)
 QUERY_SAMPLES = 50
 FIRST_PAGE = 100  # traces per page in the trace list
 SEARCH_PAGE = 500  # the API's maximum page size, for counting
+# The tuning table: the stack with one of its defaults put back to MLflow's,
+# measured in the same run, so each tuned setting shows what it buys.
+# Each is a compose override of the mlflow service.
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "catalog-fetch": ("token prices fetched from GitHub (MLflow's default catalog URI), telemetry on",
+                      {"environment": {"MLFLOW_MODEL_CATALOG_URI":
+                                       "https://github.com/mlflow/mlflow/releases/download/model-catalog%2Flatest",
+                                       "MLFLOW_DISABLE_TELEMETRY": "false"}}),
+    "workers-4": ("4 workers (MLflow's default) instead of 2",
+                  {"command": ["mlflow", "server", "--host=0.0.0.0", "--port=5000", "--workers=4", "--serve-artifacts"]}),
+    "jobs-on": ("job runner on (MLflow's default)", {"environment": {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true"}}),
+}
 RESULTS = cfg.REPO_ROOT / "build" / "bench" / "results.json"
 DOC = cfg.REPO_ROOT / "docs" / "benchmarks.md"
 PLOT = cfg.REPO_ROOT / "docs" / "benchmarks.png"
@@ -332,18 +344,21 @@ class ComposeStack(Server):
     volumes included, is removed at the end.
     """
 
-    name = "stack"
-
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, name: str = "stack", mlflow_override: dict | None = None) -> None:
+        self.name = name
         self.url = f"http://127.0.0.1:{port}"
         self.workdir = Path(tempfile.mkdtemp(prefix="goose-mlflow-bench-stack-"))
         cfg.copy_checkout(self.workdir)
         self.env = {**os.environ, "COMPOSE_PROJECT_NAME": "goose-mlflow-bench", "MLFLOW_PORT": str(port)}
+        if mlflow_override:
+            # JSON is YAML: compose merges it over compose.yaml, for make up and every later call.
+            (self.workdir / "compose.bench.json").write_text(json.dumps({"services": {"mlflow": mlflow_override}}))
+            self.env["COMPOSE_FILE"] = "compose.yaml:compose.bench.json"
         self.compose("down", "--volumes")
         start = time.monotonic()
         subprocess.run(["make", "up"], cwd=self.workdir, env=self.env, check=True, capture_output=True)
         self.up_seconds = round(time.monotonic() - start, 1)
-        log(f"stack: make up took {self.up_seconds} s")
+        log(f"{self.name}: make up took {self.up_seconds} s")
 
     def compose(self, *args: str) -> str:
         return subprocess.run(["docker", "compose", *args], cwd=self.workdir, env=self.env,
@@ -398,6 +413,26 @@ def report(results: dict) -> str:
               f"| idle PSS, MB (all processes) | {idle.get('baseline')} | {idle.get('stack')} | "
               f"{ratio(idle.get('stack', 0), idle.get('baseline', 0))} |",
               f"| `make up` to bootstrap summary, s | n/a | {results.get('up_seconds')} | |"]
+    variants = [name for name in VARIANTS if name in idle]
+    if variants:
+        lines += ["", "Tuning: the stack against itself with one setting put back to MLflow's default "
+                  "(same run; ratios are the tuned stack ÷ the variant).", "",
+                  "| server | what differs | idle PSS MB | traces/s x1 | traces/s x8 | p99 ms x8 | traces/s x32 | "
+                  "non-200 | lost |", "|---|---|---|---|---|---|---|---|---|"]
+        for name in ["stack", *variants]:
+            rows = {r["concurrency"]: r for r in results["ingest"] if r["server"] == name}
+            if not rows:
+                continue
+            what = "tuned defaults" if name == "stack" else VARIANTS[name][0]
+            non_200 = sum(n for row in rows.values() for code, n in row["statuses"].items() if code != "200")
+            cells = []
+            for concurrency, key in ((1, "traces_per_s"), (8, "traces_per_s"), (8, "p99_ms"), (32, "traces_per_s")):
+                value = rows.get(concurrency, {}).get(key, 0.0)
+                tuned = ingest_rows.get(("stack", concurrency), {}).get(key, 0.0)
+                cells.append(f"{value}" if name == "stack" else f"{value} ({ratio(tuned, value)})")
+            idle_cell = f"{idle[name]}" if name == "stack" else f"{idle[name]} ({ratio(idle['stack'], idle[name])})"
+            lines.append(f"| {name} | {what} | {idle_cell} | {' | '.join(cells)} | {non_200} | "
+                         f"{sum(row['lost'] for row in rows.values())} |")
     return "\n".join(lines)
 
 
@@ -450,25 +485,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="duration of each ingest level (default: %(default)s)")
     parser.add_argument("--no-queries", action="store_true", help="skip the 10k/100k query part (it fills 100k traces)")
     parser.add_argument("--servers", default="baseline,stack", help="which to run, comma-separated (default: %(default)s)")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="stack variants for the tuning table, ingest only, comma-separated; '' for none "
+                             "(default: %(default)s)")
     args = parser.parse_args(argv)
+    variants = [name for name in args.variants.split(",") if name]
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     import mlflow
 
     results: dict = {"date": time.strftime("%Y-%m-%d"), "mlflow": mlflow.__version__, "seconds": args.seconds,
                      "machine": f"{os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // 2**30} GiB, "
                                 f"{platform.platform()}",
                      "ingest": [], "queries": [], "idle_pss_mb": {}}
-    for name in args.servers.split(","):
+    for name in [*args.servers.split(","), *variants]:
         port = free_port()
         log(f"{name}: starting on port {port}")
-        server: Server = BaselineServer(port) if name == "baseline" else ComposeStack(port)
+        if name == "baseline":
+            server: Server = BaselineServer(port)
+        else:
+            server = ComposeStack(port, name, VARIANTS[name][1] if name in VARIANTS else None)
         try:
-            ingested, queried, idle = measure(server, args.seconds, not args.no_queries)
+            ingested, queried, idle = measure(server, args.seconds, not args.no_queries and name not in VARIANTS)
         finally:
             server.stop()
         results["ingest"] += [asdict(r) for r in ingested]
         results["queries"] += [asdict(r) for r in queried]
         results["idle_pss_mb"][name] = idle
-        if isinstance(server, ComposeStack):
+        if isinstance(server, ComposeStack) and name == "stack":
             results["up_seconds"] = server.up_seconds
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2))

@@ -74,3 +74,16 @@ def test_report_gives_absolute_figures_and_ratios_to_the_baseline():
     assert "| 8 | stack | 500.0 | 2.50× |" in table
     assert "{'500': 2}" in table
     assert "| idle PSS, MB (all processes) | 2000.0 | 500.0 | 0.25× |" in table
+
+
+def test_tuning_table_compares_each_variant_with_the_tuned_stack():
+    row = dict(seconds=30, batches=1, errors=0, lost=0, p50_ms=1, p95_ms=2, peak_pss_mb=1, statuses={"200": 1})
+    ingest = [{**row, "server": server, "concurrency": concurrency, "traces_per_s": rate, "p99_ms": p99}
+              for server, rate, p99 in (("stack", 150.0, 800.0), ("workers-4", 100.0, 1600.0))
+              for concurrency in (1, 8, 32)]
+    results = {"date": "d", "machine": "m", "mlflow": "3.17.2", "seconds": 30, "ingest": ingest, "queries": [],
+               "idle_pss_mb": {"stack": 700.0, "workers-4": 1400.0}}
+    table = bench.report(results)
+    assert "| stack | tuned defaults | 700.0 | 150.0 | 150.0 | 800.0 | 150.0 | 0 | 0 |" in table
+    assert (f"| workers-4 | {bench.VARIANTS['workers-4'][0]} | 1400.0 (0.50×) | 100.0 (1.50×) | 100.0 (1.50×) | "
+            "1600.0 (0.50×) | 100.0 (1.50×) | 0 | 0 |") in table
