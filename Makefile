@@ -9,7 +9,7 @@ BOOTSTRAP := python3 /opt/stack/scripts/bootstrap.py --tracking-uri http://mlflo
 VENV := .venv
 STAMP := $(VENV)/.installed-requirements
 
-.PHONY: help up down logs team-up team-down user remove-user team-ca verify test bench lock-image offline-images clean
+.PHONY: help up down logs team-up team-down user remove-user team-ca verify test bench profile lock-image offline-images clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -57,8 +57,11 @@ verify: ## Send one goose-shaped session through .env (or ENV_FILE=users/alice.e
 test: $(STAMP) ## Create .venv and run every test (Docker ones when an engine answers)
 	$(VENV)/bin/python -m pytest
 
-bench: $(STAMP) ## Benchmark the stack against plain `mlflow server` (~20 min; writes docs/benchmarks.md)
+bench: $(STAMP) ## Benchmark the stack against plain `mlflow server` (~45 min; writes docs/benchmarks.md)
 	$(VENV)/bin/python scripts/bench.py $(BENCH_ARGS)
+
+profile: $(STAMP) ## Profile the stack's OTLP ingest: CPU per process, py-spy, SQL per request (writes docs/profiles/)
+	$(VENV)/bin/python scripts/profile_ingest.py $(PROFILE_ARGS)
 
 lock-image: ## Rebuild the MLflow image without the lock, then rewrite mlflow/constraints.txt from it
 	: > mlflow/constraints.txt

@@ -1,8 +1,14 @@
 #!/usr/bin/env python3
 """make bench: the stack against plain `mlflow server`, measured in one run.
 
-For each server (the baseline: `mlflow server` with every default, same MLflow
-version; the stack: the real compose.yaml under its own project name):
+Servers, each started fresh and measured the same way:
+  - baseline: `mlflow server` with every default (SQLite, 4 workers, job
+    runner), same MLflow, in the stack's own MLflow image;
+  - stack: the real compose.yaml under its own project name;
+  - variants: the stack with one tuned setting put back to MLflow's default;
+  - baseline-native / native: the same two without Docker (this virtualenv's
+    MLflow; the stack's PostgreSQL and MLflow settings from compose.yaml).
+Each is measured for:
   - footprint: proportional set size (PSS) of every process, idle and under
     load; for the stack also the time from `make up` to the bootstrap summary;
   - ingest: goose-shaped OTLP/HTTP protobuf batches from N closed-loop
@@ -10,7 +16,7 @@ version; the stack: the real compose.yaml under its own project name):
     concurrency: traces/s, latency percentiles, non-200 answers by code, and
     loss, the traces acknowledged with 200 that MLflow's API does not return;
   - query: the trace list a user opens (first page, newest first) and a search
-    by session id, at 10k and 100k stored traces.
+    by session id, at 10k and 100k stored traces (not for variants).
 Results go to build/bench/results.json, docs/benchmarks.md (the table between
 its markers) and docs/benchmarks.png. Needs the test virtualenv (make bench).
 """
@@ -24,7 +30,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +42,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import native_stack
 import otlp
 import stack_config as cfg
 from mlflow_api import MlflowClient
@@ -50,6 +56,10 @@ QUERY_LEVELS = (10_000, 100_000)
 QUERY_SAMPLES = 50
 FIRST_PAGE = 100  # traces per page in the trace list
 SEARCH_PAGE = 500  # the API's maximum page size, for counting
+# The order of the report's rows. Under Docker: baseline and stack; without
+# Docker: baseline-native and native (same settings, this virtualenv's Python).
+SERVERS = ("baseline", "stack", "baseline-native", "native")
+BASELINE_OF = {"stack": "baseline", "native": "baseline-native"}  # what each server's ratios divide by
 # The tuning table: the stack with one of its defaults put back to MLflow's,
 # measured in the same run, so each tuned setting shows what it buys.
 # Each is a compose override of the mlflow service.
@@ -315,9 +325,43 @@ class Server:
 
 
 class BaselineServer(Server):
-    """`mlflow server` with every default (SQLite, 4 workers, job runner) in a fresh folder."""
+    """`mlflow server` with every default (SQLite, 4 workers, job runner), in the stack's own MLflow image.
+
+    Same MLflow, Python build and container overheads as the stack, so the
+    ratios measure the stack's configuration alone. The one flag, --host
+    0.0.0.0, is what any container needs to be reachable through a published port.
+    """
 
     name = "baseline"
+
+    def __init__(self, port: int) -> None:
+        # On the host's disk, as the stack's volumes are; the image's user must write its SQLite file there.
+        self.workdir = Path(tempfile.mkdtemp(prefix="goose-mlflow-bench-baseline-"))
+        self.workdir.chmod(0o777)
+        self.url = f"http://127.0.0.1:{port}"
+        subprocess.run(["docker", "compose", "build", "mlflow"], cwd=cfg.REPO_ROOT, check=True, capture_output=True)
+        image = json.loads(subprocess.run(["docker", "compose", "config", "--format", "json"], cwd=cfg.REPO_ROOT,
+                                          check=True, capture_output=True, text=True).stdout)["services"]["mlflow"]["image"]
+        self.container = subprocess.run(
+            ["docker", "run", "--detach", "--workdir", "/data", "--volume", f"{self.workdir}:/data",
+             "--publish", f"127.0.0.1:{port}:5000", "--entrypoint", "mlflow", image, "server", "--host", "0.0.0.0"],
+            check=True, capture_output=True, text=True).stdout.strip()
+        MlflowClient(self.url).wait_until_healthy(300)
+
+    def pss_mb(self) -> float:
+        pid = int(subprocess.run(["docker", "inspect", "--format", "{{.State.Pid}}", self.container],
+                                 check=True, capture_output=True, text=True).stdout.strip())
+        return pss_mb(descendants(pid))
+
+    def stop(self) -> None:
+        subprocess.run(["docker", "rm", "--force", "--volumes", self.container], check=True, capture_output=True)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class NativeBaseline(Server):
+    """`mlflow server` with every default, from this virtualenv, in a fresh folder: the baseline without Docker."""
+
+    name = "baseline-native"
 
     def __init__(self, port: int) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="goose-mlflow-bench-baseline-"))
@@ -337,6 +381,42 @@ class BaselineServer(Server):
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+class NativeStack(Server):
+    """The stack's PostgreSQL and MLflow from this machine's binaries, with compose.yaml's settings.
+
+    What the Docker stack runs, minus Docker: the same MLflow command,
+    environment and entrypoint, the same PostgreSQL init scripts. Artifacts go
+    to a local folder (ingest and queries do not touch them), so no S3.
+    """
+
+    name = "native"
+
+    def __init__(self, port: int) -> None:
+        # Under /tmp with 0755: the unprivileged postgres user must reach it.
+        self.root = Path(tempfile.mkdtemp(prefix="goose-mlflow-bench-native-", dir="/tmp"))
+        self.root.chmod(0o755)
+        secrets = self.root / "secrets"
+        secrets.mkdir()
+        subprocess.run([sys.executable, str(cfg.REPO_ROOT / "scripts" / "stack_secrets.py"), str(secrets)],
+                       check=True, capture_output=True)
+        compose = native_stack.load_compose({"MLFLOW_PORT": str(port)})
+        bucket = compose["services"]["bucket"]["environment"]["MLFLOW_BUCKET"]
+        replacements = {native_stack.SECRETS_IN_CONTAINER: str(secrets),
+                        f"s3://{bucket}": (self.root / "artifacts").as_uri()}
+        self.postgres = native_stack.start_postgres(self.root, secrets, compose, replacements)
+        replacements["@postgres:5432/"] = f"@127.0.0.1:{self.postgres.port}/"
+        self.server, self.url = native_stack.start_mlflow(self.root / "mlflow.log", compose, replacements, port)
+
+    def pss_mb(self) -> float:
+        postmaster = int((self.postgres.data / "postmaster.pid").read_text().split()[0])
+        return pss_mb(descendants(self.server.pid) + descendants(postmaster))
+
+    def stop(self) -> None:
+        native_stack.stop_processes([self.server])
+        self.postgres.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 class ComposeStack(Server):
     """The real compose.yaml, from a copy of this checkout, under its own project name and port.
 
@@ -344,15 +424,16 @@ class ComposeStack(Server):
     volumes included, is removed at the end.
     """
 
-    def __init__(self, port: int, name: str = "stack", mlflow_override: dict | None = None) -> None:
+    def __init__(self, port: int, name: str = "stack", overrides: dict | None = None) -> None:
         self.name = name
         self.url = f"http://127.0.0.1:{port}"
         self.workdir = Path(tempfile.mkdtemp(prefix="goose-mlflow-bench-stack-"))
         cfg.copy_checkout(self.workdir)
         self.env = {**os.environ, "COMPOSE_PROJECT_NAME": "goose-mlflow-bench", "MLFLOW_PORT": str(port)}
-        if mlflow_override:
-            # JSON is YAML: compose merges it over compose.yaml, for make up and every later call.
-            (self.workdir / "compose.bench.json").write_text(json.dumps({"services": {"mlflow": mlflow_override}}))
+        if overrides:
+            # Service name -> settings. JSON is YAML: compose merges it over
+            # compose.yaml, for make up and every later call.
+            (self.workdir / "compose.bench.json").write_text(json.dumps({"services": overrides}))
             self.env["COMPOSE_FILE"] = "compose.yaml:compose.bench.json"
         self.compose("down", "--volumes")
         start = time.monotonic()
@@ -364,14 +445,18 @@ class ComposeStack(Server):
         return subprocess.run(["docker", "compose", *args], cwd=self.workdir, env=self.env,
                               check=True, capture_output=True, text=True).stdout
 
-    def pss_mb(self) -> float:
+    def pids(self, *services: str) -> list[int]:
+        """Host pids of every process in the running containers (of these services, or all)."""
         pids: list[int] = []
-        for container in self.compose("ps", "--quiet").split():
+        for container in self.compose("ps", "--quiet", *services).split():
             pid = int(subprocess.run(["docker", "inspect", "--format", "{{.State.Pid}}", container],
                                      check=True, capture_output=True, text=True).stdout.strip() or 0)
             if pid:
                 pids.extend(descendants(pid))
-        return pss_mb(pids)
+        return pids
+
+    def pss_mb(self) -> float:
+        return pss_mb(self.pids())
 
     def stop(self) -> None:
         self.compose("down", "--volumes")
@@ -388,12 +473,13 @@ def report(results: dict) -> str:
     """The markdown tables for docs/benchmarks.md."""
     ingest_rows = {(r["server"], r["concurrency"]): r for r in results["ingest"]}
     lines = [f"Run {results['date']} on {results['machine']}; MLflow {results['mlflow']}; "
-             f"{results['seconds']} s per ingest level. Ratios are stack ÷ baseline.", "",
+             f"{results['seconds']} s per ingest level. Ratios: stack ÷ baseline, native ÷ baseline-native.", "",
              "| exporters | server | traces/s | ratio | p50 ms | p95 ms | p99 ms | non-200 | lost | peak PSS MB |",
              "|---|---|---|---|---|---|---|---|---|---|"]
+    servers = [name for name in SERVERS if name in results["idle_pss_mb"]]
     for concurrency in CONCURRENCY:
-        base = ingest_rows.get(("baseline", concurrency))
-        for server in ("baseline", "stack"):
+        for server in servers:
+            base = ingest_rows.get((BASELINE_OF.get(server, server), concurrency))
             row = ingest_rows.get((server, concurrency))
             if row is None:
                 continue
@@ -409,10 +495,13 @@ def report(results: dict) -> str:
         lines.append(f"| {row['stored']} | {row['server']} | {row['list_p50_ms']} | {row['list_p95_ms']} | "
                      f"{row['session_p50_ms']} | {row['session_p95_ms']} |")
     idle = results["idle_pss_mb"]
-    lines += ["", "| footprint | baseline | stack | ratio |", "|---|---|---|---|",
-              f"| idle PSS, MB (all processes) | {idle.get('baseline')} | {idle.get('stack')} | "
-              f"{ratio(idle.get('stack', 0), idle.get('baseline', 0))} |",
-              f"| `make up` to bootstrap summary, s | n/a | {results.get('up_seconds')} | |"]
+    lines += ["", "| footprint | server | value | ratio |", "|---|---|---|---|"]
+    for server in servers:
+        base = BASELINE_OF.get(server, server)
+        lines.append(f"| idle PSS, MB (all processes) | {server} | {idle[server]} | "
+                     f"{ratio(idle[server], idle[base]) if base in idle else 'n/a'} |")
+    if "up_seconds" in results:
+        lines.append(f"| `make up` to bootstrap summary, s | stack | {results['up_seconds']} | |")
     variants = [name for name in VARIANTS if name in idle]
     if variants:
         lines += ["", "Tuning: the stack against itself with one setting put back to MLflow's default "
@@ -452,7 +541,7 @@ def write_plot(results: dict) -> None:
     import matplotlib.pyplot as plt
 
     figure, (throughput, p99) = plt.subplots(1, 2, figsize=(10, 4))
-    for server in ("baseline", "stack"):
+    for server in SERVERS:
         rows = sorted((r for r in results["ingest"] if r["server"] == server), key=lambda r: r["concurrency"])
         if not rows:
             continue
@@ -484,28 +573,40 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Benchmark the stack against plain `mlflow server` (docs/benchmarks.md).")
     parser.add_argument("--seconds", type=float, default=30.0, help="duration of each ingest level (default: %(default)s)")
     parser.add_argument("--no-queries", action="store_true", help="skip the 10k/100k query part (it fills 100k traces)")
-    parser.add_argument("--servers", default="baseline,stack", help="which to run, comma-separated (default: %(default)s)")
+    parser.add_argument("--servers", default="baseline,stack",
+                        help="which to run, comma-separated: baseline, stack (Docker), native (the stack's "
+                             "settings without Docker) (default: %(default)s)")
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help="stack variants for the tuning table, ingest only, comma-separated; '' for none "
                              "(default: %(default)s)")
+    parser.add_argument("--from-results", action="store_true",
+                        help=f"measure nothing: rewrite the doc and plot from {RESULTS.relative_to(cfg.REPO_ROOT)}")
     args = parser.parse_args(argv)
+    if args.from_results:
+        return publish(json.loads(RESULTS.read_text()))
+    servers = [name for name in args.servers.split(",") if name]
     variants = [name for name in args.variants.split(",") if name]
-    unknown = sorted(set(variants) - set(VARIANTS))
+    unknown = sorted(set(servers) - set(SERVERS)) + sorted(set(variants) - set(VARIANTS))
     if unknown:
-        parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+        parser.error(f"unknown server or variant {', '.join(unknown)}; servers: {', '.join(SERVERS)}; "
+                     f"variants: {', '.join(VARIANTS)}")
     import mlflow
 
     results: dict = {"date": time.strftime("%Y-%m-%d"), "mlflow": mlflow.__version__, "seconds": args.seconds,
                      "machine": f"{os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // 2**30} GiB, "
                                 f"{platform.platform()}",
                      "ingest": [], "queries": [], "idle_pss_mb": {}}
-    for name in [*args.servers.split(","), *variants]:
-        port = free_port()
+    for name in [*servers, *variants]:
+        port = native_stack.free_port()
         log(f"{name}: starting on port {port}")
         if name == "baseline":
             server: Server = BaselineServer(port)
+        elif name == "baseline-native":
+            server = NativeBaseline(port)
+        elif name == "native":
+            server = NativeStack(port)
         else:
-            server = ComposeStack(port, name, VARIANTS[name][1] if name in VARIANTS else None)
+            server = ComposeStack(port, name, {"mlflow": VARIANTS[name][1]} if name in VARIANTS else None)
         try:
             ingested, queried, idle = measure(server, args.seconds, not args.no_queries and name not in VARIANTS)
         finally:
@@ -517,17 +618,15 @@ def main(argv: list[str] | None = None) -> int:
             results["up_seconds"] = server.up_seconds
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2))
+    return publish(results)
+
+
+def publish(results: dict) -> int:
     table = report(results)
     write_doc(table)
     write_plot(results)
     print(table)
     return 0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 if __name__ == "__main__":

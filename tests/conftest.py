@@ -48,17 +48,6 @@ class NativeStack:
         return f"postgresql://{role}:{password}@127.0.0.1:{self.postgres.port}/{database}"
 
 
-def _start_postgres(root: Path, secrets: Path, compose: dict, replacements: dict[str, str]) -> stack.NativePostgres:
-    server = stack.NativePostgres(root / "postgres", secrets / "postgres-password")
-    server.start()
-    # The same init script the container runs on an empty data directory.
-    env = {**os.environ, **stack.service_env(compose["services"]["postgres"], replacements),
-           "PGHOST": str(server.sockets), "PGPORT": str(server.port)}
-    for script in sorted((stack.REPO / "postgres" / "initdb").glob("*.sh")):
-        subprocess.run(["sh", str(script)], check=True, env=env, capture_output=True, timeout=60)
-    return server
-
-
 def _start_s3(root: Path, compose: dict, replacements: dict[str, str]) -> tuple[subprocess.Popen, str]:
     """The MinIO stand-in the Docker tests use too, with compose.yaml's minio settings (credentials checked)."""
     port = stack.free_port()
@@ -90,7 +79,7 @@ def native_stack() -> Iterator[NativeStack]:
         s3_process, s3_url = _start_s3(root, compose, replacements)
         processes.append(s3_process)
         replacements["http://minio:9000"] = s3_url
-        postgres = _start_postgres(root, secrets, compose, replacements)
+        postgres = stack.start_postgres(root, secrets, compose, replacements)
         replacements["@postgres:5432/"] = f"@127.0.0.1:{postgres.port}/"
 
         bucket = compose["services"]["bucket"]

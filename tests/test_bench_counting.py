@@ -73,7 +73,8 @@ def test_report_gives_absolute_figures_and_ratios_to_the_baseline():
     table = bench.report(results)
     assert "| 8 | stack | 500.0 | 2.50× |" in table
     assert "{'500': 2}" in table
-    assert "| idle PSS, MB (all processes) | 2000.0 | 500.0 | 0.25× |" in table
+    assert "| idle PSS, MB (all processes) | stack | 500.0 | 0.25× |" in table
+    assert "| `make up` to bootstrap summary, s | stack | 20.5 | |" in table
 
 
 def test_tuning_table_compares_each_variant_with_the_tuned_stack():
