@@ -28,6 +28,7 @@ import http.client
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -62,20 +63,28 @@ SERVERS = ("baseline", "stack", "baseline-native", "native")
 BASELINE_OF = {"stack": "baseline", "native": "baseline-native"}  # what each server's ratios divide by
 # The tuning table: the stack with one of its defaults put back to MLflow's,
 # measured in the same run, so each tuned setting shows what it buys.
-# Each is a compose override of the mlflow service.
-VARIANTS: dict[str, tuple[str, dict]] = {
+# Each: what differs, and the compose override of the mlflow service, made
+# from compose.yaml's mlflow service (so it follows changes there).
+VARIANTS: dict[str, tuple[str, Callable[[dict], dict]]] = {
     "catalog-fetch": ("token prices fetched from GitHub (MLflow's default catalog URI), telemetry on",
-                      {"environment": {"MLFLOW_MODEL_CATALOG_URI":
-                                       "https://github.com/mlflow/mlflow/releases/download/model-catalog%2Flatest",
-                                       "MLFLOW_DISABLE_TELEMETRY": "false"}}),
+                      lambda mlflow: {"environment": {"MLFLOW_MODEL_CATALOG_URI": _mlflow_default("MLFLOW_MODEL_CATALOG_URI"),
+                                                      "MLFLOW_DISABLE_TELEMETRY": "false"}}),
     "workers-4": ("4 workers (MLflow's default) instead of 2",
-                  {"command": ["mlflow", "server", "--host=0.0.0.0", "--port=5000", "--workers=4", "--serve-artifacts"]}),
-    "jobs-on": ("job runner on (MLflow's default)", {"environment": {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true"}}),
+                  lambda mlflow: {"command": [re.sub(r"^--workers=\d+$", "--workers=4", arg)
+                                              for arg in mlflow["command"]]}),
+    "jobs-on": ("job runner on (MLflow's default)",
+                lambda mlflow: {"environment": {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true"}}),
 }
 RESULTS = cfg.REPO_ROOT / "build" / "bench" / "results.json"
 DOC = cfg.REPO_ROOT / "docs" / "benchmarks.md"
 PLOT = cfg.REPO_ROOT / "docs" / "benchmarks.png"
 TABLE_BEGIN, TABLE_END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def _mlflow_default(variable: str) -> str:
+    import mlflow.environment_variables
+
+    return getattr(mlflow.environment_variables, variable).default
 
 
 def log(message: str) -> None:
@@ -313,6 +322,13 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def container_pids(container: str) -> list[int]:
+    """Host pids of every process in a running container."""
+    pid = int(subprocess.run(["docker", "inspect", "--format", "{{.State.Pid}}", container],
+                             check=True, capture_output=True, text=True).stdout.strip() or 0)
+    return descendants(pid) if pid else []
+
+
 class Server:
     name: str
     url: str
@@ -349,9 +365,7 @@ class BaselineServer(Server):
         MlflowClient(self.url).wait_until_healthy(300)
 
     def pss_mb(self) -> float:
-        pid = int(subprocess.run(["docker", "inspect", "--format", "{{.State.Pid}}", self.container],
-                                 check=True, capture_output=True, text=True).stdout.strip())
-        return pss_mb(descendants(pid))
+        return pss_mb(container_pids(self.container))
 
     def stop(self) -> None:
         subprocess.run(["docker", "rm", "--force", "--volumes", self.container], check=True, capture_output=True)
@@ -392,13 +406,7 @@ class NativeStack(Server):
     name = "native"
 
     def __init__(self, port: int) -> None:
-        # Under /tmp with 0755: the unprivileged postgres user must reach it.
-        self.root = Path(tempfile.mkdtemp(prefix="goose-mlflow-bench-native-", dir="/tmp"))
-        self.root.chmod(0o755)
-        secrets = self.root / "secrets"
-        secrets.mkdir()
-        subprocess.run([sys.executable, str(cfg.REPO_ROOT / "scripts" / "stack_secrets.py"), str(secrets)],
-                       check=True, capture_output=True)
+        self.root, secrets = native_stack.new_root("goose-mlflow-bench-native-")
         compose = native_stack.load_compose({"MLFLOW_PORT": str(port)})
         bucket = compose["services"]["bucket"]["environment"]["MLFLOW_BUCKET"]
         replacements = {native_stack.SECRETS_IN_CONTAINER: str(secrets),
@@ -447,13 +455,8 @@ class ComposeStack(Server):
 
     def pids(self, *services: str) -> list[int]:
         """Host pids of every process in the running containers (of these services, or all)."""
-        pids: list[int] = []
-        for container in self.compose("ps", "--quiet", *services).split():
-            pid = int(subprocess.run(["docker", "inspect", "--format", "{{.State.Pid}}", container],
-                                     check=True, capture_output=True, text=True).stdout.strip() or 0)
-            if pid:
-                pids.extend(descendants(pid))
-        return pids
+        return [pid for container in self.compose("ps", "--quiet", *services).split()
+                for pid in container_pids(container)]
 
     def pss_mb(self) -> float:
         return pss_mb(self.pids())
@@ -606,7 +609,9 @@ def main(argv: list[str] | None = None) -> int:
         elif name == "native":
             server = NativeStack(port)
         else:
-            server = ComposeStack(port, name, {"mlflow": VARIANTS[name][1]} if name in VARIANTS else None)
+            overrides = ({"mlflow": VARIANTS[name][1](native_stack.load_compose()["services"]["mlflow"])}
+                         if name in VARIANTS else None)
+            server = ComposeStack(port, name, overrides)
         try:
             ingested, queried, idle = measure(server, args.seconds, not args.no_queries and name not in VARIANTS)
         finally:

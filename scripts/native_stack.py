@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Mapping
@@ -197,6 +198,20 @@ def find_postgres_bindir() -> str:
     if initdb:
         return str(Path(initdb).resolve().parent)
     raise RuntimeError("no PostgreSQL server binaries: apt-get install postgresql")
+
+
+def new_root(prefix: str) -> tuple[Path, Path]:
+    """A fresh folder for native services and its secrets/ with generated credentials, as the secrets job makes them.
+
+    Under /tmp with 0755: the unprivileged postgres user must reach it.
+    """
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    root.chmod(0o755)
+    secrets = root / "secrets"
+    secrets.mkdir()
+    subprocess.run([sys.executable, str(REPO / "scripts" / "stack_secrets.py"), str(secrets)],
+                   check=True, capture_output=True, text=True)
+    return root, secrets
 
 
 def start_postgres(root: Path, secrets: Path, compose: dict, replacements: Mapping[str, str]) -> NativePostgres:

@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,16 +62,10 @@ def _start_s3(root: Path, compose: dict, replacements: dict[str, str]) -> tuple[
 
 @pytest.fixture(scope="session")
 def native_stack() -> Iterator[NativeStack]:
-    # Under /tmp with 0755: the unprivileged postgres user must reach it.
-    root = Path(tempfile.mkdtemp(prefix="goose-mlflow-native-", dir="/tmp"))
-    root.chmod(0o755)
-    secrets = root / "secrets"
-    secrets.mkdir()
+    root, secrets = stack.new_root("goose-mlflow-native-")
     processes: list[subprocess.Popen] = []
     postgres = None
     try:
-        generated = stack.run_script("stack_secrets.py", str(secrets))
-        assert generated.returncode == 0, generated.stderr
         mlflow_port = stack.free_port()
         compose = stack.load_compose({"MLFLOW_PORT": str(mlflow_port)})
         replacements = {stack.SECRETS_IN_CONTAINER: str(secrets)}

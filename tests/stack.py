@@ -16,7 +16,7 @@ from pathlib import Path
 
 from native_stack import (COMPOSE_FILE, ENTRYPOINT, EXTERNAL_COMPOSE_FILE, REPO, SECRETS_IN_CONTAINER,  # noqa: F401
                           TEAM_COMPOSE_FILE, NativePostgres, find_postgres_bindir, free_port, interpolate,
-                          load_compose, python_path_env, replace_all, run_in_entrypoint, service_env,
+                          load_compose, new_root, python_path_env, replace_all, run_in_entrypoint, service_env,
                           start_mlflow, start_postgres, stop_processes, wait_for_http)
 
 SCRIPTS = REPO / "scripts"
