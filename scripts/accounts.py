@@ -13,7 +13,8 @@ from pathlib import Path
 
 import envfile
 import stack_config as cfg
-from mlflow_api import MlflowApiError, MlflowClient, StackError
+from errors import StackError
+from mlflow_api import MlflowApiError, MlflowClient
 
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 PASSWORD_BYTES = 18  # 24 URL-safe characters; MLflow wants at least 12

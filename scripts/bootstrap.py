@@ -19,7 +19,8 @@ from pathlib import Path
 import accounts
 import envfile
 import stack_config as cfg
-from mlflow_api import MlflowClient, StackError, ensure_experiment
+from errors import StackError
+from mlflow_api import MlflowClient, ensure_experiment
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -103,7 +104,7 @@ def write_env_file(env_file: Path, values: dict[str, str], mode: int) -> bool:
     text = envfile.merge(existing, values, remove=cfg.OWNED_REMOVED_KEYS)
     try:
         return envfile.write_atomic(env_file, text, mode=mode)
-    except (envfile.EnvFileError, OSError) as exc:
+    except (StackError, OSError) as exc:
         raise StackError(f"cannot write {env_file}: {exc}") from None
 
 
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         print(run(args))
-    except (StackError, envfile.EnvFileError) as exc:
+    except StackError as exc:
         print(f"bootstrap: error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -13,6 +13,8 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from errors import StackError
+
 HEADER = "# Written by scripts/bootstrap.py; lines it does not own are kept as they are."
 
 # Characters that need no quoting in bash nor in Compose's dotenv parser.
@@ -21,16 +23,12 @@ _ASSIGNMENT = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=")
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-class EnvFileError(ValueError):
-    """A value or file that cannot be written as an env file line."""
-
-
 def render_line(key: str, value: str) -> str:
     """One `export KEY=VALUE` line, single-quoted only when it has to be."""
     if not _KEY.match(key):
-        raise EnvFileError(f"invalid variable name {key!r}: use letters, digits and _")
+        raise StackError(f"invalid variable name {key!r}: use letters, digits and _")
     if "'" in value or "\n" in value or "\r" in value:
-        raise EnvFileError(f"value of {key} holds a quote or newline, which env files cannot carry")
+        raise StackError(f"value of {key} holds a quote or newline, which env files cannot carry")
     if _PLAIN_VALUE.match(value):
         return f"export {key}={value}"
     return f"export {key}='{value}'"
@@ -104,7 +102,7 @@ def read_text(path: Path) -> str:
     except FileNotFoundError:
         return ""
     except UnicodeDecodeError as exc:
-        raise EnvFileError(f"{path} is not UTF-8 text; fix or move it, then rerun") from exc
+        raise StackError(f"{path} is not UTF-8 text; fix or move it, then rerun") from exc
 
 
 def write_atomic(path: Path, text: str, mode: int = 0o644) -> bool:
@@ -121,16 +119,16 @@ def write_atomic(path: Path, text: str, mode: int = 0o644) -> bool:
     except FileNotFoundError:
         current = None
     except (OSError, UnicodeDecodeError) as exc:
-        raise EnvFileError(f"cannot read {path}: {exc}") from exc
+        raise StackError(f"cannot read {path}: {exc}") from exc
     if current == text:
         return False
     if not directory.is_dir():
-        raise EnvFileError(f"directory {directory} does not exist; create it or pass another path")
+        raise StackError(f"directory {directory} does not exist; create it or pass another path")
     try:
         reference = path.stat() if current is not None else directory.stat()
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     except OSError as exc:
-        raise EnvFileError(
+        raise StackError(
             f"cannot write {path}: {exc.strerror}; fix the directory's permissions or pass another path"
         ) from exc
     try:

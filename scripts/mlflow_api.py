@@ -15,11 +15,9 @@ import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
+from errors import StackError
+
 HEALTH_PATH = "/health"
-
-
-class StackError(RuntimeError):
-    """A failure to report as one line, naming the problem and the fix."""
 
 
 class MlflowApiError(StackError):

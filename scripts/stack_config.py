@@ -10,7 +10,7 @@ import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 
-from mlflow_api import StackError
+from errors import StackError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ENV_FILE = REPO_ROOT / ".env"

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import envfile
+from errors import StackError
 
 # name -> random bytes (token_urlsafe gives [A-Za-z0-9_-], safe in URIs and env files).
 SECRETS = {
@@ -40,7 +41,7 @@ def ensure_secret(directory: Path, name: str, nbytes: int) -> bool:
     path = directory / name
     if path.exists():
         if not path.read_text().strip():
-            raise SystemExit(f"stack_secrets: error: {path} is empty; delete it only if the stack's volumes are new")
+            raise StackError(f"{path} is empty; delete it only if the stack's volumes are new")
         return False
     envfile.write_atomic(path, secrets.token_urlsafe(nbytes), mode=FILE_MODE)
     return True
@@ -50,33 +51,44 @@ def import_secret(directory: Path, source: Path) -> str:
     """Copy `source` into directory/<its name>; 'imported', 'unchanged' or raises on an empty file."""
     value = source.read_text().strip()
     if not value:
-        raise SystemExit(f"stack_secrets: error: {source} is empty; write the credential into it")
+        raise StackError(f"{source} is empty; write the credential into it")
     changed = envfile.write_atomic(directory / source.name, value, mode=FILE_MODE)
     return "imported" if changed else "unchanged"
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Create the stack's random credentials if they do not exist yet.")
     parser.add_argument("directory", type=Path, help="where the secret files live (the secrets volume)")
     parser.add_argument("--import-from", type=Path, metavar="DIR",
                         help=f"also copy these files from DIR when present: {', '.join(IMPORTED)}")
-    args = parser.parse_args(argv)
-    if not args.directory.is_dir():
-        print(f"stack_secrets: error: {args.directory} is not a directory; mount the secrets volume there",
-              file=sys.stderr)
-        return 1
+    return parser.parse_args(argv)
+
+
+def generate_missing(directory: Path) -> None:
+    if not directory.is_dir():
+        raise StackError(f"{directory} is not a directory; mount the secrets volume there")
     for name, nbytes in SECRETS.items():
-        created = ensure_secret(args.directory, name, nbytes)
+        created = ensure_secret(directory, name, nbytes)
         print(f"stack_secrets: {name}: {'generated' if created else 'kept'}", file=sys.stderr)
-    if args.import_from is not None:
-        if not args.import_from.is_dir():
-            print(f"stack_secrets: error: {args.import_from} is not a directory; create it with the external "
-                  "credentials (docs/external.md)", file=sys.stderr)
-            return 1
-        for name in IMPORTED:
-            if (args.import_from / name).is_file():
-                state = import_secret(args.directory, args.import_from / name)
-                print(f"stack_secrets: {name}: {state}", file=sys.stderr)
+
+
+def import_external(directory: Path, source: Path) -> None:
+    if not source.is_dir():
+        raise StackError(f"{source} is not a directory; create it with the external credentials (docs/external.md)")
+    for name in IMPORTED:
+        if (source / name).is_file():
+            print(f"stack_secrets: {name}: {import_secret(directory, source / name)}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        generate_missing(args.directory)
+        if args.import_from is not None:
+            import_external(args.directory, args.import_from)
+    except StackError as exc:
+        print(f"stack_secrets: error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -21,7 +21,8 @@ from typing import Any
 
 import otlp
 import stack_config as cfg
-from mlflow_api import MlflowApiError, MlflowClient, StackError, tls_context
+from errors import StackError
+from mlflow_api import MlflowApiError, MlflowClient, tls_context
 
 EXPERIMENT_HEADER = "x-mlflow-experiment-id"
 
