@@ -8,8 +8,10 @@ WAIT_FOR ?= mlflow
 BOOTSTRAP := python3 /opt/stack/scripts/bootstrap.py --tracking-uri http://mlflow:5000 --users-dir /project/users
 VENV := .venv
 STAMP := $(VENV)/.installed-requirements
+# The tools that measure the stack import its commands and the tests' harness.
+TOOLS := PYTHONPATH=scripts:tests:bench $(VENV)/bin/python
 
-.PHONY: help up down logs team-up team-down user remove-user team-ca verify test bench profile lock-image offline-images clean
+.PHONY: help up down logs team-up team-down user remove-user team-ca verify test mutation bench profile lock-image offline-images clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -57,24 +59,28 @@ verify: ## Send one goose-shaped session through .env (or ENV_FILE=users/alice.e
 test: $(STAMP) ## Create .venv and run every test (Docker ones when an engine answers)
 	$(VENV)/bin/python -m pytest
 
+mutation: $(STAMP) ## Mutation testing of scripts/ (slow, not in CI): the share of planted bugs the tests catch
+	$(VENV)/bin/python tests/mutation/report.py --exclude-function stack_config.copy_checkout $(MUTATION_ARGS)
+
 bench: $(STAMP) ## Benchmark the stack against plain `mlflow server` (~45 min; writes docs/benchmarks.md)
-	$(VENV)/bin/python scripts/bench.py $(BENCH_ARGS)
+	$(TOOLS) bench/bench.py $(BENCH_ARGS)
 
 profile: $(STAMP) ## Profile the stack's OTLP ingest: CPU per process, py-spy, SQL per request (writes docs/profiles/)
-	$(VENV)/bin/python scripts/profile_ingest.py $(PROFILE_ARGS)
+	$(TOOLS) bench/profile_ingest.py $(PROFILE_ARGS)
 
 lock-image: ## Rebuild the MLflow image without the lock, then rewrite mlflow/constraints.txt from it
 	: > mlflow/constraints.txt
 	$(COMPOSE) build mlflow
+	image=$$($(COMPOSE) config --format json | $(PYTHON) -c 'import json, sys; print(json.load(sys.stdin)["services"]["mlflow"]["image"])'); \
 	{ echo "# Every package in the MLflow image, pinned: the lock for mlflow/requirements.txt."; \
 	  echo "# Regenerate after changing requirements.txt (make lock-image), and review the diff."; \
-	  docker run --rm --entrypoint /opt/venv/bin/pip goose-mlflow/mlflow:3.17.2 freeze; } > mlflow/constraints.txt.new
+	  docker run --rm --entrypoint /opt/venv/bin/pip "$$image" freeze; } > mlflow/constraints.txt.new
 	mv mlflow/constraints.txt.new mlflow/constraints.txt
 
 offline-images: ## Build local stand-ins for the base images (no registry needed)
 	bash tests/offline-images/build.sh
 
-$(STAMP): requirements-dev.txt constraints-dev.txt
+$(STAMP): requirements-dev.txt constraints-dev.txt mlflow/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --requirement requirements-dev.txt --constraint constraints-dev.txt
 	touch $@

@@ -29,42 +29,10 @@ def check_username(name: str) -> str:
     return name
 
 
-def get_user(client: MlflowClient, name: str) -> dict | None:
+def password_works(base_url: str, name: str, password: str, cafile: str | None = None) -> bool:
+    probe = MlflowClient(base_url, headers={"Authorization": cfg.basic_auth(name, password)}, cafile=cafile)
     try:
-        return client.request("GET", "/api/2.0/mlflow/users/get", query={"username": name})["user"]
-    except MlflowApiError as exc:
-        if exc.code == "RESOURCE_DOES_NOT_EXIST" or exc.status == 404:
-            return None
-        raise
-
-
-def create_user(client: MlflowClient, name: str, password: str) -> None:
-    client.request("POST", "/api/2.0/mlflow/users/create", {"username": name, "password": password})
-
-
-def update_password(client: MlflowClient, name: str, password: str) -> None:
-    client.request("PATCH", "/api/2.0/mlflow/users/update-password", {"username": name, "password": password})
-
-
-def delete_user(client: MlflowClient, name: str) -> None:
-    client.request("DELETE", "/api/2.0/mlflow/users/delete", {"username": name})
-
-
-def grant_experiment(client: MlflowClient, name: str, experiment_id: str) -> None:
-    """Give `name` EDIT on the experiment; a grant that exists is left as it is."""
-    try:
-        client.request("POST", "/api/3.0/mlflow/users/permissions/grant", {
-            "username": name, "resource_type": "experiment", "resource_id": experiment_id,
-            "permission": EXPERIMENT_PERMISSION})
-    except MlflowApiError as exc:
-        if exc.code != "RESOURCE_ALREADY_EXISTS":
-            raise
-
-
-def password_works(base_url: str, name: str, password: str) -> bool:
-    probe = MlflowClient(base_url, headers={"Authorization": cfg.basic_auth(name, password)})
-    try:
-        probe.request("GET", "/api/2.0/mlflow/users/current")
+        probe.current_user()
     except MlflowApiError as exc:
         if exc.status == 401:
             return False
@@ -90,14 +58,14 @@ def prepare_users_dir(directory: Path) -> None:
 def ensure_account(client: MlflowClient, tracking_uri: str, name: str, experiment_id: str,
                    env_file: Path, rotate: bool) -> tuple[str, str]:
     """(password, what was done); grants the experiment every time, so a rerun repairs it."""
-    existing = get_user(client, name)
+    existing = client.get_user(name)
     if existing is None:
         password = secrets.token_urlsafe(PASSWORD_BYTES)
-        create_user(client, name, password)
+        client.create_user(name, password)
         action = "created"
     elif rotate:
         password = secrets.token_urlsafe(PASSWORD_BYTES)
-        update_password(client, name, password)
+        client.update_password(name, password)
         action = "password rotated"
     else:
         password = saved_password(env_file)
@@ -105,15 +73,15 @@ def ensure_account(client: MlflowClient, tracking_uri: str, name: str, experimen
             raise StackError(f"user {name} exists but {env_file} holds no working password; "
                              "rerun with --rotate to issue a new one")
         action = "kept"
-    grant_experiment(client, name, experiment_id)
+    client.grant_experiment(name, experiment_id, EXPERIMENT_PERMISSION)
     return password, action
 
 
 def remove_account(client: MlflowClient, name: str, env_file: Path) -> str:
-    if get_user(client, name) is None:
+    if client.get_user(name) is None:
         removed = "no such user"
     else:
-        delete_user(client, name)
+        client.delete_user(name)
         removed = "deleted"
     env_file.unlink(missing_ok=True)
     return removed

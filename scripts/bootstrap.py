@@ -87,15 +87,10 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
-def target_env_file(args: argparse.Namespace) -> Path | None:
-    """The env file this run writes, or None."""
-    name = args.user if args.user is not None else args.remove_user
-    if name is not None:
-        accounts.check_username(name)
-        return (args.env_file or args.users_dir / f"{name}.env").absolute()
-    if args.no_env_file:
-        return None
-    return (args.env_file or Path(os.environ.get("GOOSE_ENV_FILE", cfg.DEFAULT_ENV_FILE))).absolute()
+def user_env_file(args: argparse.Namespace, name: str) -> Path:
+    """A person's env file: --env-file, else USERS_DIR/NAME.env; the name is checked first."""
+    accounts.check_username(name)
+    return (args.env_file or args.users_dir / f"{name}.env").absolute()
 
 
 def write_env_file(env_file: Path, values: dict[str, str], mode: int) -> bool:
@@ -108,44 +103,26 @@ def write_env_file(env_file: Path, values: dict[str, str], mode: int) -> bool:
         raise StackError(f"cannot write {env_file}: {exc}") from None
 
 
-def run(args: argparse.Namespace) -> str:
-    """Do the bootstrap; returns the summary for stdout."""
-    public_url = cfg.check_url(args.public_url, "public URL")
-    tracking_uri = cfg.check_url(args.tracking_uri or public_url, "tracking URI")
-    experiment = cfg.check_experiment_name(args.experiment)
-    env_file = target_env_file(args)
-    client = MlflowClient(tracking_uri, headers=cfg.client_headers())
+def wait_for_mlflow(client: MlflowClient, timeout: float) -> None:
+    print(f"bootstrap: waiting for MLflow at {client.base_url}", file=sys.stderr)
+    client.wait_until_healthy(timeout)
 
-    if args.remove_user is not None:
-        print(f"bootstrap: waiting for MLflow at {tracking_uri}", file=sys.stderr)
-        client.wait_until_healthy(args.timeout)
-        removed = accounts.remove_account(client, args.remove_user, env_file)
-        return f"User {args.remove_user}: {removed}; {display_path(env_file)} removed"
 
-    # Check the env file before MLflow is touched: bad input changes nothing.
-    if env_file is not None:
-        if args.user is not None:
-            accounts.prepare_users_dir(env_file.parent)
-        check_env_file(env_file)
-    print(f"bootstrap: waiting for MLflow at {tracking_uri}", file=sys.stderr)
-    client.wait_until_healthy(args.timeout)
-    experiment_id, action = ensure_experiment(client, experiment)
-    print(f"bootstrap: experiment {experiment!r} {action} (id {experiment_id})", file=sys.stderr)
-    lines = [f"MLflow:     {public_url}", f"Experiment: {experiment} (id {experiment_id}, {action})"]
+def goose_experiment(client: MlflowClient, name: str, public_url: str) -> tuple[str, list[str]]:
+    """The experiment's id, created or restored if need be, and the summary's first lines."""
+    experiment_id, action = ensure_experiment(client, name)
+    print(f"bootstrap: experiment {name!r} {action} (id {experiment_id})", file=sys.stderr)
+    return experiment_id, [f"MLflow:     {public_url}", f"Experiment: {name} (id {experiment_id}, {action})"]
 
-    if args.user is not None:
-        password, account = accounts.ensure_account(client, tracking_uri, args.user, experiment_id, env_file,
-                                                    args.rotate)
-        values = cfg.goose_env(public_url, experiment_id, auth=(args.user, password), ca_file=args.ca_file)
-        changed = write_env_file(env_file, values, accounts.USER_FILE_MODE)
-        shown = display_path(env_file)
-        return "\n".join(lines + [
-            f"Account:    {args.user} ({account}; may write to {experiment} only)",
-            f"Env file:   {shown} ({'written' if changed else 'unchanged'}; holds the password, mode 0600)",
-            "",
-            f"Give {shown} to {args.user}, privately. On their machine:",
-            f"  source {env_file.name} && goose session",
-        ])
+
+def local_env(client: MlflowClient, args: argparse.Namespace, public_url: str, experiment: str) -> str:
+    """Local mode: the experiment and the developer's env file (team mode's server: the experiment only)."""
+    env_file = None
+    if not args.no_env_file:
+        env_file = (args.env_file or Path(os.environ.get("GOOSE_ENV_FILE", cfg.DEFAULT_ENV_FILE))).absolute()
+        check_env_file(env_file)  # before MLflow is touched: bad input changes nothing
+    wait_for_mlflow(client, args.timeout)
+    experiment_id, lines = goose_experiment(client, experiment, public_url)
     if env_file is None:
         return "\n".join(lines)
     changed = write_env_file(env_file, cfg.goose_env(public_url, experiment_id), 0o644)
@@ -157,6 +134,48 @@ def run(args: argparse.Namespace) -> str:
         "Next:",
         f"  source {shown} && goose session",
     ])
+
+
+def add_user(client: MlflowClient, args: argparse.Namespace, public_url: str, experiment: str) -> str:
+    """Team mode: a person's account (created, kept or rotated) and their env file."""
+    env_file = user_env_file(args, args.user)
+    accounts.prepare_users_dir(env_file.parent)
+    check_env_file(env_file)  # before MLflow is touched: bad input changes nothing
+    wait_for_mlflow(client, args.timeout)
+    experiment_id, lines = goose_experiment(client, experiment, public_url)
+    password, account = accounts.ensure_account(client, client.base_url, args.user, experiment_id, env_file,
+                                                args.rotate)
+    values = cfg.goose_env(public_url, experiment_id, auth=(args.user, password), ca_file=args.ca_file)
+    changed = write_env_file(env_file, values, accounts.USER_FILE_MODE)
+    shown = display_path(env_file)
+    return "\n".join(lines + [
+        f"Account:    {args.user} ({account}; may write to {experiment} only)",
+        f"Env file:   {shown} ({'written' if changed else 'unchanged'}; holds the password, mode 0600)",
+        "",
+        f"Give {shown} to {args.user}, privately. On their machine:",
+        f"  source {env_file.name} && goose session",
+    ])
+
+
+def remove_user(client: MlflowClient, args: argparse.Namespace) -> str:
+    """Team mode: delete a person's account and their env file."""
+    env_file = user_env_file(args, args.remove_user)
+    wait_for_mlflow(client, args.timeout)
+    removed = accounts.remove_account(client, args.remove_user, env_file)
+    return f"User {args.remove_user}: {removed}; {display_path(env_file)} removed"
+
+
+def run(args: argparse.Namespace) -> str:
+    """Check the settings, then do what the arguments ask; returns the summary for stdout."""
+    public_url = cfg.check_url(args.public_url, "public URL")
+    tracking_uri = cfg.check_url(args.tracking_uri or public_url, "tracking URI")
+    experiment = cfg.check_experiment_name(args.experiment)
+    client = MlflowClient(tracking_uri, headers=cfg.client_headers())
+    if args.remove_user is not None:
+        return remove_user(client, args)
+    if args.user is not None:
+        return add_user(client, args, public_url, experiment)
+    return local_env(client, args, public_url, experiment)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from errors import StackError
@@ -48,6 +48,33 @@ def tls_context(cafile: str | None) -> ssl.SSLContext | None:
     return context
 
 
+def wait_until_healthy(url: str, timeout: float, what: str = "MLflow", context: ssl.SSLContext | None = None,
+                       exited: Callable[[], int | None] | None = None) -> None:
+    """Poll `url` until it answers 200, or raise after `timeout` seconds.
+
+    `exited`, for a server this process started (its Popen.poll), ends the
+    wait as soon as the server has died instead of at the deadline.
+    """
+    deadline = time.monotonic() + timeout
+    last_error = "no answer"
+    while True:
+        if exited is not None and (code := exited()) is not None:
+            raise StackError(f"{what} exited with status {code} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=min(5.0, max(timeout, 0.1)), context=context) as response:
+                if response.status == 200:
+                    return
+                last_error = f"status {response.status}"
+        except urllib.error.HTTPError as exc:
+            last_error = f"status {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            last_error = str(getattr(exc, "reason", exc))
+        if time.monotonic() >= deadline:
+            raise StackError(f"{what} did not become healthy at {url} within {timeout:g} s ({last_error}); "
+                             "is the stack up (make up) and the URL right?")
+        time.sleep(0.5)
+
+
 class MlflowClient:
     """JSON requests against one MLflow server."""
 
@@ -78,26 +105,7 @@ class MlflowClient:
         return json.loads(text) if text.strip() else {}
 
     def wait_until_healthy(self, timeout: float) -> None:
-        """Poll /health until it answers 200, or raise after `timeout` seconds."""
-        url = self.base_url + HEALTH_PATH
-        deadline = time.monotonic() + timeout
-        last_error = "no answer"
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=min(5.0, max(timeout, 0.1)), context=self.context) as response:
-                    if response.status == 200:
-                        return
-                    last_error = f"status {response.status}"
-            except urllib.error.HTTPError as exc:
-                last_error = f"status {exc.code}"
-            except (urllib.error.URLError, OSError) as exc:
-                last_error = str(getattr(exc, "reason", exc))
-            if time.monotonic() >= deadline:
-                raise StackError(
-                    f"MLflow did not become healthy at {url} within {timeout:g} s ({last_error}); "
-                    "is the stack up (make up) and the URL right?"
-                )
-            time.sleep(0.5)
+        wait_until_healthy(self.base_url + HEALTH_PATH, timeout, context=self.context)
 
     # Experiments -----------------------------------------------------------
 
@@ -112,23 +120,48 @@ class MlflowClient:
             raise
         return reply["experiment"]
 
+    def get_experiment(self, experiment_id: str) -> dict[str, Any]:
+        return self.request("GET", "/api/2.0/mlflow/experiments/get", query={"experiment_id": experiment_id})["experiment"]
+
     def create_experiment(self, name: str) -> str:
         reply = self.request("POST", "/api/2.0/mlflow/experiments/create", {"name": name})
         return str(reply["experiment_id"])
 
+    def delete_experiment(self, experiment_id: str) -> None:
+        self.request("POST", "/api/2.0/mlflow/experiments/delete", {"experiment_id": experiment_id})
+
     def restore_experiment(self, experiment_id: str) -> None:
         self.request("POST", "/api/2.0/mlflow/experiments/restore", {"experiment_id": experiment_id})
 
+    def create_run(self, experiment_id: str) -> str:
+        return self.request("POST", "/api/2.0/mlflow/runs/create", {"experiment_id": experiment_id})["run"]["info"]["run_id"]
+
     # Traces ----------------------------------------------------------------
 
-    def search_traces(self, experiment_id: str, filter_string: str = "", max_results: int = 100) -> list[dict[str, Any]]:
-        reply = self.request("POST", "/api/3.0/mlflow/traces/search", {
+    def search_traces(self, experiment_id: str, filter_string: str = "", max_results: int = 100,
+                      order_by: tuple[str, ...] = ("timestamp_ms DESC",),
+                      page_token: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of the experiment's traces (newest first) and the next page's token, or None."""
+        body: dict[str, Any] = {
             "locations": [{"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": experiment_id}}],
             "filter": filter_string,
             "max_results": max_results,
-            "order_by": ["timestamp_ms DESC"],
-        })
-        return reply.get("traces", [])
+            "order_by": list(order_by),
+        }
+        if page_token:
+            body["page_token"] = page_token
+        reply = self.request("POST", "/api/3.0/mlflow/traces/search", body)
+        return reply.get("traces", []), reply.get("next_page_token") or None
+
+    def trace_ids(self, experiment_id: str, page_size: int = 500) -> set[str]:
+        """Every trace id in the experiment, page by page (500 is the API's largest page)."""
+        ids: set[str] = set()
+        token = None
+        while True:
+            traces, token = self.search_traces(experiment_id, max_results=page_size, order_by=(), page_token=token)
+            ids.update(trace["trace_id"] for trace in traces)
+            if token is None:
+                return ids
 
     def get_trace(self, trace_id: str) -> dict[str, Any]:
         """The trace with its spans."""
@@ -138,6 +171,39 @@ class MlflowClient:
         reply = self.request("POST", "/api/2.0/mlflow/traces/delete-traces",
                              {"experiment_id": experiment_id, "request_ids": trace_ids})
         return int(reply.get("traces_deleted", 0))
+
+    # Accounts (team mode's basic-auth app) -----------------------------------
+
+    def current_user(self) -> dict[str, Any]:
+        """The account these credentials belong to; 401 when they are wrong."""
+        return self.request("GET", "/api/2.0/mlflow/users/current")["user"]
+
+    def get_user(self, name: str) -> dict[str, Any] | None:
+        try:
+            return self.request("GET", "/api/2.0/mlflow/users/get", query={"username": name})["user"]
+        except MlflowApiError as exc:
+            if exc.code == "RESOURCE_DOES_NOT_EXIST" or exc.status == 404:
+                return None
+            raise
+
+    def create_user(self, name: str, password: str) -> None:
+        self.request("POST", "/api/2.0/mlflow/users/create", {"username": name, "password": password})
+
+    def update_password(self, name: str, password: str) -> None:
+        self.request("PATCH", "/api/2.0/mlflow/users/update-password", {"username": name, "password": password})
+
+    def delete_user(self, name: str) -> None:
+        self.request("DELETE", "/api/2.0/mlflow/users/delete", {"username": name})
+
+    def grant_experiment(self, name: str, experiment_id: str, permission: str) -> None:
+        """Give `name` this permission on the experiment; a grant that exists is left as it is."""
+        try:
+            self.request("POST", "/api/3.0/mlflow/users/permissions/grant", {
+                "username": name, "resource_type": "experiment", "resource_id": experiment_id,
+                "permission": permission})
+        except MlflowApiError as exc:
+            if exc.code != "RESOURCE_ALREADY_EXISTS":
+                raise
 
 
 def ensure_experiment(client: MlflowClient, name: str) -> tuple[str, str]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import os
-import shutil
-import subprocess
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
@@ -105,18 +103,3 @@ def client_headers(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
 
 def traces_ui_url(public_url: str, experiment_id: str) -> str:
     return f"{public_url}/#/experiments/{experiment_id}/traces"
-
-
-def copy_checkout(destination: Path) -> None:
-    """The files git would check out (tracked, and new ones not ignored) as they are now, into `destination`.
-
-    Nothing git ignores comes along: no .env, no .venv, no users/.
-    """
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            cwd=REPO_ROOT, capture_output=True, check=True).stdout.decode().split("\0")
-    for name in filter(None, listed):
-        source = REPO_ROOT / name
-        if source.is_file():
-            target = destination / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)

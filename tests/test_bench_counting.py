@@ -1,4 +1,4 @@
-"""The benchmark's own counting: percentiles, loss detection, batches, the report. No timings here."""
+"""The benchmark's own counting (bench/load.py, bench/report.py): percentiles, loss, batches, the report. No timings."""
 
 from __future__ import annotations
 
@@ -9,42 +9,44 @@ import numpy
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-import bench
+import load
 import otlp
+import report
+from servers import VARIANTS
 from mlflow_api import MlflowClient
 
 
 def test_percentiles_of_a_known_sample():
     sample = list(range(1, 101))
-    assert (bench.percentile(sample, 50), bench.percentile(sample, 95), bench.percentile(sample, 99)) == (
+    assert (load.percentile(sample, 50), load.percentile(sample, 95), load.percentile(sample, 99)) == (
         pytest.approx(50.5), pytest.approx(95.05), pytest.approx(99.01))
 
 
 def test_percentiles_match_numpy_on_a_random_sample():
     sample = [random.Random(7).expovariate(1 / 40) for _ in range(997)]
     for q in (0, 50, 95, 99, 100):
-        assert bench.percentile(sample, q) == pytest.approx(numpy.percentile(sample, q))
+        assert load.percentile(sample, q) == pytest.approx(numpy.percentile(sample, q))
 
 
 def test_percentile_of_one_value_is_that_value_and_of_none_an_error():
-    assert bench.percentile([3.0], 99) == 3.0
+    assert load.percentile([3.0], 99) == 3.0
     with pytest.raises(ValueError):
-        bench.percentile([], 50)
+        load.percentile([], 50)
 
 
 def test_loss_is_what_was_acknowledged_but_not_stored():
-    assert bench.lost_traces(["a", "b", "c"], ["a", "c", "x"]) == {"b"}
+    assert load.lost_traces(["a", "b", "c"], ["a", "c", "x"]) == {"b"}
 
 
 def test_batch_holds_distinct_goose_traces_of_three_spans_with_the_prompt():
-    body, trace_ids = bench.goose_batch("s", 10, "p" * bench.PROMPT_BYTES)
+    body, trace_ids = load.goose_batch("s", 10, "p" * load.PROMPT_BYTES)
     request = ExportTraceServiceRequest()
     request.ParseFromString(body)
     spans = request.resource_spans[0].scope_spans[0].spans
     assert len(trace_ids) == 10 and len(spans) == 30
     assert {"tr-" + span.trace_id.hex() for span in spans} == set(trace_ids)
     roots = [span for span in spans if not span.parent_span_id]
-    assert all(any(kv.key == "goose.prompt" and len(kv.value.string_value) == bench.PROMPT_BYTES
+    assert all(any(kv.key == "goose.prompt" and len(kv.value.string_value) == load.PROMPT_BYTES
                    for kv in root.attributes) for root in roots)
 
 
@@ -53,14 +55,14 @@ def test_loss_detection_catches_a_trace_the_server_dropped(native_stack):
     experiment_id = client.create_experiment(f"bench-loss-{uuid.uuid4().hex[:6]}")
     acked = []
     for _ in range(3):
-        body, trace_ids = bench.goose_batch("loss", 4, "x")
+        body, trace_ids = load.goose_batch("loss", 4, "x")
         status, _ = otlp.export(native_stack.mlflow_url + "/v1/traces", body, {"x-mlflow-experiment-id": experiment_id})
         assert status == 200
         acked += trace_ids
     client.delete_traces(experiment_id, [acked[5]])  # the server "drops" one
-    stored = bench.stored_trace_ids(client, experiment_id, page_size=5)  # several pages
+    stored = client.trace_ids(experiment_id, page_size=5)  # several pages
     assert len(stored) == 11
-    assert bench.lost_traces(acked, stored) == {acked[5]}
+    assert load.lost_traces(acked, stored) == {acked[5]}
 
 
 def test_report_gives_absolute_figures_and_ratios_to_the_baseline():
@@ -70,7 +72,7 @@ def test_report_gives_absolute_figures_and_ratios_to_the_baseline():
                           {**row, "server": "stack", "concurrency": 8, "traces_per_s": 500.0,
                            "statuses": {"200": 5, "500": 2}}],
                "queries": [], "idle_pss_mb": {"baseline": 2000.0, "stack": 500.0}}
-    table = bench.report(results)
+    table = report.report(results)
     assert "| 8 | stack | 500.0 | 2.50× |" in table
     assert "{'500': 2}" in table
     assert "| idle PSS, MB (all processes) | stack | 500.0 | 0.25× |" in table
@@ -84,7 +86,7 @@ def test_tuning_table_compares_each_variant_with_the_tuned_stack():
               for concurrency in (1, 8, 32)]
     results = {"date": "d", "machine": "m", "mlflow": "3.17.2", "seconds": 30, "ingest": ingest, "queries": [],
                "idle_pss_mb": {"stack": 700.0, "workers-4": 1400.0}}
-    table = bench.report(results)
+    table = report.report(results)
     assert "| stack | tuned defaults | 700.0 | 150.0 | 150.0 | 800.0 | 150.0 | 0 | 0 |" in table
-    assert (f"| workers-4 | {bench.VARIANTS['workers-4'][0]} | 1400.0 (0.50×) | 100.0 (1.50×) | 100.0 (1.50×) | "
+    assert (f"| workers-4 | {VARIANTS['workers-4'][0]} | 1400.0 (0.50×) | 100.0 (1.50×) | 100.0 (1.50×) | "
             "1600.0 (0.50×) | 100.0 (1.50×) | 0 | 0 |") in table

@@ -8,13 +8,14 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import stack
+from harness.commands import run_script
+from harness.native import SCRIPTS, free_port
 
 USER_FILE = "# mine\nMLFLOW_PORT=5000\n"
 
 
 def bootstrap(*args: str, env: dict[str, str] | None = None, **kwargs) -> tuple[int, str]:
-    result = stack.run_script("bootstrap.py", *args, env={"MLFLOW_PUBLIC_URL": "", "MLFLOW_PORT": "", **(env or {})},
+    result = run_script("bootstrap.py", *args, env={"MLFLOW_PUBLIC_URL": "", "MLFLOW_PORT": "", **(env or {})},
                               **kwargs)
     return result.returncode, result.stderr
 
@@ -26,7 +27,7 @@ def error_lines(stderr: str) -> list[str]:
 def test_unreachable_mlflow_names_the_url_and_leaves_env_file_alone(tmp_path):
     env_file = tmp_path / ".env"
     env_file.write_text(USER_FILE)
-    url = f"http://127.0.0.1:{stack.free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     code, stderr = bootstrap("--tracking-uri", url, "--env-file", str(env_file), "--timeout", "1")
     assert code == 1
     [line] = error_lines(stderr)
@@ -60,7 +61,7 @@ def test_unwritable_env_directory_is_refused_and_existing_file_kept():
     # pytest's temp folders, the checkout or the test virtualenv.
     root = Path(tempfile.mkdtemp(prefix="goose-mlflow-ro-", dir="/tmp"))
     root.chmod(0o755)
-    scripts = shutil.copytree(stack.SCRIPTS, root / "scripts")
+    scripts = shutil.copytree(SCRIPTS, root / "scripts")
     directory = root / "project"
     directory.mkdir()
     env_file = directory / ".env"

@@ -6,10 +6,10 @@ import re
 
 import pytest
 
-import stack
+from harness.compose_file import COMPOSE_FILE, REPO, SECRETS_IN_CONTAINER, load_compose
 
-COMPOSE = stack.load_compose({})
-RAW = stack.COMPOSE_FILE.read_text()
+COMPOSE = load_compose({})
+RAW = COMPOSE_FILE.read_text()
 SERVICES = COMPOSE["services"]
 ONE_SHOT = {name for name, svc in SERVICES.items() if svc.get("restart") == "no"}
 LONG_RUNNING = set(SERVICES) - ONE_SHOT
@@ -21,7 +21,7 @@ def test_project_name_is_fixed():
 
 def test_the_stack_has_its_services():
     assert {"postgres", "minio", "mlflow"} <= LONG_RUNNING
-    assert {"secrets", "bucket", "bootstrap"} <= ONE_SHOT
+    assert {"secrets", "database", "bucket", "bootstrap"} <= ONE_SHOT
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
@@ -37,38 +37,64 @@ def test_postgres_major_version_is_pinned_to_17():
 
 def test_minio_image_is_overridable_through_one_variable():
     assert "${MINIO_IMAGE:-" in RAW
-    assert stack.load_compose({"MINIO_IMAGE": "example/minio:1"})["services"]["minio"]["image"] == "example/minio:1"
+    assert load_compose({"MINIO_IMAGE": "example/minio:1"})["services"]["minio"]["image"] == "example/minio:1"
 
 
 def test_dockerfile_base_image_is_pinned():
-    dockerfile = (stack.REPO / "mlflow" / "Dockerfile").read_text()
+    dockerfile = (REPO / "mlflow" / "Dockerfile").read_text()
     base = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", dockerfile, re.M).group(1)
     assert re.fullmatch(r"python:3\.\d+-slim-\w+", base), base
 
 
 def test_dockerfile_runs_as_non_root_user():
-    dockerfile = (stack.REPO / "mlflow" / "Dockerfile").read_text()
+    dockerfile = (REPO / "mlflow" / "Dockerfile").read_text()
     users = re.findall(r"^USER (\S+)$", dockerfile, re.M)
     assert users and users[-1] not in ("root", "0")
 
 
 @pytest.mark.parametrize("path", ["mlflow/requirements.txt", "requirements-dev.txt"])
 def test_python_requirements_are_pinned_exactly(path):
-    lines = [line.split("#")[0].strip() for line in (stack.REPO / path).read_text().splitlines()]
-    requirements = [line for line in lines if line]
+    lines = [line.split("#")[0].strip() for line in (REPO / path).read_text().splitlines()]
+    requirements = [line for line in lines if line and not line.startswith("-r ")]
     assert requirements and all(re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[\w.]+", r) for r in requirements), requirements
 
 
 def pins(path: str) -> dict[str, str]:
     """name (lower case, extras dropped) -> pinned version."""
-    lines = (stack.REPO / path).read_text().splitlines()
+    lines = (REPO / path).read_text().splitlines()
     return {re.sub(r"\[.*\]", "", name).lower(): version for name, _, version in
             (line.partition("==") for line in lines if "==" in line and not line.startswith("#"))}
 
 
-def test_test_pins_match_the_image_pins():
-    image, dev = pins("mlflow/requirements.txt"), pins("requirements-dev.txt")
-    assert {name: dev.get(name) for name in image} == image
+MLFLOW_VERSION = pins("mlflow/requirements.txt")["mlflow"]
+
+
+def test_the_tests_install_the_images_requirements_rather_than_a_copy():
+    assert "-r mlflow/requirements.txt" in (REPO / "requirements-dev.txt").read_text().splitlines()
+    assert not set(pins("requirements-dev.txt")) & set(pins("mlflow/requirements.txt"))
+
+
+@pytest.mark.parametrize("lock", ["mlflow/constraints.txt", "constraints-dev.txt"])
+def test_both_locks_pin_the_images_requirements_at_their_versions(lock):
+    image = pins("mlflow/requirements.txt")
+    assert {name: pins(lock).get(name) for name in image} == image
+
+
+def test_the_image_tag_is_the_mlflow_version():
+    assert SERVICES["mlflow"]["image"] == f"goose-mlflow/mlflow:{MLFLOW_VERSION}"
+
+
+def test_the_mlflow_image_is_named_once_in_compose_files_and_makefile():
+    image = SERVICES["mlflow"]["image"]
+    texts = {path: (REPO / path).read_text() for path in
+             ("compose.yaml", "compose.team.yaml", "compose.external.yaml", "Makefile")}
+    assert {path: text.count(image) for path, text in texts.items()} == {
+        "compose.yaml": 1, "compose.team.yaml": 0, "compose.external.yaml": 0, "Makefile": 0}
+
+
+def test_readme_names_the_mlflow_version_the_image_runs():
+    readme = (REPO / "README.md").read_text()
+    assert set(re.findall(r"MLflow (\d+\.\d+\.\d+)", readme)) == {MLFLOW_VERSION}
 
 
 @pytest.mark.parametrize("name", sorted(LONG_RUNNING))
@@ -86,7 +112,7 @@ def test_dependencies_use_conditions(name):
 
 
 def test_mlflow_waits_for_database_and_bucket_and_bootstrap_for_mlflow():
-    assert set(SERVICES["mlflow"]["depends_on"]) == {"postgres", "bucket"}
+    assert set(SERVICES["mlflow"]["depends_on"]) == {"postgres", "database", "bucket"}
     assert set(SERVICES["bootstrap"]["depends_on"]) == {"mlflow"}
 
 
@@ -101,7 +127,7 @@ def test_only_mlflow_is_published_and_only_on_loopback():
 
 
 def test_port_follows_mlflow_port_setting():
-    compose = stack.load_compose({"MLFLOW_PORT": "5123"})
+    compose = load_compose({"MLFLOW_PORT": "5123"})
     assert compose["services"]["mlflow"]["ports"] == ["127.0.0.1:5123:5000"]
     assert compose["services"]["bootstrap"]["environment"]["MLFLOW_PUBLIC_URL"] == "http://localhost:5123"
 
@@ -110,7 +136,7 @@ def test_no_password_or_key_has_a_literal_value():
     for name, service in SERVICES.items():
         for key, value in (service.get("environment") or {}).items():
             if re.search(r"PASSWORD|SECRET|ACCESS_KEY|ROOT_USER", key):
-                assert key.endswith("_FILE") and str(value).startswith(stack.SECRETS_IN_CONTAINER), (name, key)
+                assert key.endswith("_FILE") and str(value).startswith(SECRETS_IN_CONTAINER), (name, key)
 
 
 def test_database_uri_names_psycopg2_and_holds_no_password():
@@ -138,30 +164,28 @@ def test_only_the_secrets_job_may_write_the_secrets_volume():
 
 
 def test_env_example_documents_every_variable_compose_reads():
-    overrides = (stack.REPO / "compose.team.yaml").read_text() + (stack.REPO / "compose.external.yaml").read_text()
+    overrides = (REPO / "compose.team.yaml").read_text() + (REPO / "compose.external.yaml").read_text()
     variables = set(re.findall(r"\$\{([A-Z0-9_]+)", RAW + overrides))
-    example = (stack.REPO / ".env.example").read_text()
+    example = (REPO / ".env.example").read_text()
     assert variables and all(f"{variable}=" in example for variable in variables), variables
 
 
 def test_offline_images_are_tagged_with_the_names_compose_and_the_dockerfile_use():
-    build = (stack.REPO / "tests" / "offline-images" / "build.sh").read_text()
+    build = (REPO / "tests" / "offline-images" / "build.sh").read_text()
     built = set(re.findall(r"^readonly (?:PYTHON|POSTGRES|SILO|CADDY)_IMAGE=(\S+)$", build, re.M))
-    dockerfile = (stack.REPO / "mlflow" / "Dockerfile").read_text()
-    team = stack.load_compose({"MLFLOW_PUBLIC_URL": "https://m.example"}, team=True)["services"]
+    dockerfile = (REPO / "mlflow" / "Dockerfile").read_text()
+    team = load_compose({"MLFLOW_PUBLIC_URL": "https://m.example"}, team=True)["services"]
     needed = {svc["image"] for svc in team.values() if svc["image"] != SERVICES["mlflow"]["image"]}
     needed.add(re.search(r"^ARG PYTHON_IMAGE=(\S+)$", dockerfile, re.M).group(1))
     assert built == needed
 
 
-def test_image_lock_pins_every_requirement_at_the_same_version():
-    lock, top = pins("mlflow/constraints.txt"), pins("mlflow/requirements.txt")
-    assert {name: lock.get(name) for name in top} == top
+def test_image_lock_pins_every_package():
     assert all(line.startswith("#") or "==" in line
-               for line in (stack.REPO / "mlflow/constraints.txt").read_text().splitlines() if line.strip())
+               for line in (REPO / "mlflow/constraints.txt").read_text().splitlines() if line.strip())
 
 
-TEAM = stack.load_compose({"MLFLOW_PUBLIC_URL": "https://mlflow.example.com"}, team=True)["services"]
+TEAM = load_compose({"MLFLOW_PUBLIC_URL": "https://mlflow.example.com"}, team=True)["services"]
 
 
 def test_team_mode_publishes_only_the_proxy():
@@ -170,17 +194,17 @@ def test_team_mode_publishes_only_the_proxy():
 
 def test_team_mode_needs_a_public_url():
     with pytest.raises(KeyError, match="MLFLOW_PUBLIC_URL"):
-        stack.load_compose({}, team=True)
+        load_compose({}, team=True)
 
 
 def test_team_mode_turns_accounts_on_with_generated_secrets():
     env = TEAM["mlflow"]["environment"]
     assert env["MLFLOW_AUTH_DATABASE_URI"].startswith("postgresql+psycopg2://mlflow@")
-    assert env["MLFLOW_AUTH_ADMIN_PASSWORD_FILE"].startswith(stack.SECRETS_IN_CONTAINER)
-    assert env["MLFLOW_FLASK_SERVER_SECRET_KEY_FILE"].startswith(stack.SECRETS_IN_CONTAINER)
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD_FILE"].startswith(SECRETS_IN_CONTAINER)
+    assert env["MLFLOW_FLASK_SERVER_SECRET_KEY_FILE"].startswith(SECRETS_IN_CONTAINER)
 
 
-@pytest.mark.parametrize("name", ["proxy", "auth-db"])
+@pytest.mark.parametrize("name", ["proxy"])
 def test_team_services_are_pinned_checked_and_ordered(name):
     service = TEAM[name]
     assert ":" in service["image"] and not service["image"].endswith(":latest")
@@ -190,7 +214,7 @@ def test_team_services_are_pinned_checked_and_ordered(name):
 
 
 def test_proxy_rejects_mismatched_host_and_caps_bodies():
-    caddyfile = (stack.REPO / "proxy" / "Caddyfile").read_text()
+    caddyfile = (REPO / "proxy" / "Caddyfile").read_text()
     assert "strict_sni_host on" in caddyfile
     assert "max_size 10MB" in caddyfile and "max_size 1GB" in caddyfile
 
@@ -201,17 +225,17 @@ EXTERNAL_SETTINGS = {"EXTERNAL_DATABASE_URI": "postgresql+psycopg2://r@db.exampl
 
 @pytest.mark.parametrize("team", [False, True])
 def test_external_services_switch_the_bundled_ones_off(team):
-    services = stack.load_compose(EXTERNAL_SETTINGS, team=team, external=True)["services"]
-    assert not {"postgres", "minio", "bucket", "auth-db"} & set(services)
+    services = load_compose(EXTERNAL_SETTINGS, team=team, external=True)["services"]
+    assert not {"postgres", "minio", "database", "bucket"} & set(services)
     assert services["mlflow"]["depends_on"] == {"secrets": {"condition": "service_completed_successfully"}}
     assert services["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"] == EXTERNAL_SETTINGS["EXTERNAL_DATABASE_URI"]
 
 
 def test_external_services_need_their_settings():
     with pytest.raises(KeyError, match="EXTERNAL_DATABASE_URI"):
-        stack.load_compose({"EXTERNAL_ARTIFACTS_DESTINATION": "s3://b/p"}, external=True)
+        load_compose({"EXTERNAL_ARTIFACTS_DESTINATION": "s3://b/p"}, external=True)
 
 
 def test_team_mode_with_external_services_still_requires_accounts():
-    services = stack.load_compose(EXTERNAL_SETTINGS, team=True, external=True)["services"]
+    services = load_compose(EXTERNAL_SETTINGS, team=True, external=True)["services"]
     assert services["mlflow"]["environment"]["MLFLOW_REQUIRE_AUTH"] == "true"

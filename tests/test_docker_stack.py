@@ -13,10 +13,11 @@ import uuid
 
 import pytest
 
+from harness.commands import experiment_id_in, source_and_emit
+from harness.project import ComposeProject, clean_copy, image_files, require_engine
+
 from mlflow_api import MlflowApiError
 from stack_secrets import SECRETS
-from dockerstack import Stack, clean_copy, require_engine
-from stack import experiment_id_in, source_and_emit
 
 pytestmark = pytest.mark.docker
 
@@ -24,12 +25,12 @@ pytestmark = pytest.mark.docker
 @pytest.fixture(scope="module")
 def docker_stack(tmp_path_factory):
     require_engine()
-    deployment = Stack(clean_copy(tmp_path_factory.mktemp("clean-copy")))
+    deployment = ComposeProject(clean_copy(tmp_path_factory.mktemp("clean-copy")))
     try:
-        deployment.up_output = deployment.run("make", "up").stdout
+        deployment.up_output = deployment.up()
         yield deployment
     finally:
-        deployment.compose("down", "--volumes", "--remove-orphans", check=False)
+        deployment.down()
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +40,17 @@ def sent(docker_stack):
 
 
 def test_make_up_brings_every_service_up_healthy(docker_stack):
-    states = {svc["Service"]: (svc["State"], svc.get("Health", ""), svc.get("ExitCode")) for svc in docker_stack.services()}
+    states = docker_stack.states()
     for name in ("postgres", "minio", "mlflow"):
         assert states[name][:2] == ("running", "healthy"), states
-    for name in ("secrets", "bucket", "bootstrap"):
+    for name in ("secrets", "database", "bucket", "bootstrap"):
         assert states[name][0] == "exited" and states[name][2] == 0, states
+
+
+def test_the_image_carries_only_the_stacks_commands(docker_stack):
+    image = docker_stack.container("mlflow").image.tags[0]
+    commands = {f"stack/scripts/{path.name}" for path in (docker_stack.directory / "scripts").iterdir()}
+    assert set(image_files(image, "/opt/stack")) == commands | {"stack/requirements.txt", "stack/constraints.txt"}
 
 
 def test_make_up_prints_the_bootstrap_summary(docker_stack):
@@ -63,9 +70,7 @@ def test_env_file_belongs_to_the_repository_owner_not_root(docker_stack):
 
 
 def test_only_mlflow_is_published_and_only_on_loopback(docker_stack):
-    published = {(svc["Service"], pub["URL"], pub["PublishedPort"])
-                 for svc in docker_stack.services() for pub in (svc.get("Publishers") or []) if pub.get("PublishedPort")}
-    assert published == {("mlflow", "127.0.0.1", docker_stack.port)}
+    assert docker_stack.published() == {("mlflow", "127.0.0.1", docker_stack.port)}
 
 
 def test_make_verify_passes(docker_stack):
@@ -82,7 +87,7 @@ def test_sdk_trace_from_the_env_file_lands_with_token_usage(docker_stack, sent):
 
 
 def test_secrets_are_never_in_logs_or_the_env_file(docker_stack):
-    logs = docker_stack.compose("logs", "--no-color").stdout + docker_stack.compose("logs", "--no-color").stderr
+    logs = docker_stack.logs()
     env_text = docker_stack.env_file.read_text()
     for name in SECRETS:
         value = docker_stack.secret(name)
@@ -90,7 +95,7 @@ def test_secrets_are_never_in_logs_or_the_env_file(docker_stack):
         assert value not in logs and value not in env_text, name
 
 
-def wait_healthy(deployment: Stack, timeout: float = 180) -> None:
+def wait_healthy(deployment: ComposeProject, timeout: float = 180) -> None:
     deployment.client().wait_until_healthy(timeout)
 
 
@@ -106,7 +111,7 @@ def test_down_then_up_keeps_everything_and_an_identical_env_file(docker_stack, s
     before = docker_stack.env_file.read_bytes()
     secrets_before = {name: docker_stack.secret(name) for name in SECRETS}
     docker_stack.run("make", "down")
-    docker_stack.run("make", "up")
+    docker_stack.up()
     assert docker_stack.env_file.read_bytes() == before
     assert docker_stack.client().get_trace(sent)["trace_info"]["trace_id"] == sent
     assert {name: docker_stack.secret(name) for name in SECRETS} == secrets_before
@@ -115,7 +120,7 @@ def test_down_then_up_keeps_everything_and_an_identical_env_file(docker_stack, s
 def test_down_v_then_up_starts_clean(docker_stack, sent):
     secrets_before = {name: docker_stack.secret(name) for name in SECRETS}
     docker_stack.compose("down", "--volumes")
-    docker_stack.run("make", "up")
+    docker_stack.up()
     with pytest.raises(MlflowApiError) as missing:
         docker_stack.client().get_trace(sent)
     assert missing.value.status == 404

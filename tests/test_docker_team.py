@@ -14,9 +14,10 @@ import uuid
 import pytest
 
 import envfile
-import stack
+from harness.commands import source_and_emit
+from harness.native import free_port
 import stack_config as cfg
-from dockerstack import Stack, clean_copy, require_engine
+from harness.project import ComposeProject, clean_copy, require_engine
 from mlflow_api import MlflowClient
 
 pytestmark = pytest.mark.docker
@@ -25,21 +26,21 @@ pytestmark = pytest.mark.docker
 @pytest.fixture(scope="module")
 def team(tmp_path_factory):
     require_engine()
-    https_port, http_port = stack.free_port(), stack.free_port()
-    deployment = Stack(clean_copy(tmp_path_factory.mktemp("team-copy")), {
+    https_port, http_port = free_port(), free_port()
+    deployment = ComposeProject(clean_copy(tmp_path_factory.mktemp("team-copy")), {
         "COMPOSE_FILE": "compose.yaml:compose.team.yaml",
         "MLFLOW_PUBLIC_URL": f"https://localhost:{https_port}",
         "TEAM_HTTPS_PORT": str(https_port), "TEAM_HTTP_PORT": str(http_port),
         "TEAM_BIND_ADDRESS": "127.0.0.1"})
     deployment.https_port, deployment.http_port = https_port, http_port
     try:
-        deployment.up_output = deployment.run("make", "team-up").stdout
+        deployment.up_output = deployment.up("team-up")
         deployment.run("make", "team-ca")
         deployment.ca = str(deployment.directory / "users" / "ca.crt")
         deployment.user_output = deployment.run("make", "user", "NAME=alice", f"CA_FILE={deployment.ca}").stdout
         yield deployment
     finally:
-        deployment.compose("down", "--volumes", "--remove-orphans", check=False)
+        deployment.down()
 
 
 def alice(team) -> dict[str, str]:
@@ -60,16 +61,14 @@ def https(team, method: str, path: str, headers: dict[str, str] | None = None, b
 
 
 def test_team_up_brings_the_stack_up_behind_the_proxy(team):
-    states = {svc["Service"]: (svc["State"], svc.get("Health", "")) for svc in team.services()}
+    states = team.states()
     for name in ("postgres", "minio", "mlflow", "proxy"):
-        assert states[name] == ("running", "healthy"), states
+        assert states[name][:2] == ("running", "healthy"), states
     assert "Experiment: goose-traces" in team.up_output
 
 
 def test_only_the_proxy_is_published_and_on_the_bind_address(team):
-    published = {(svc["Service"], pub["URL"], pub["PublishedPort"])
-                 for svc in team.services() for pub in (svc.get("Publishers") or []) if pub.get("PublishedPort")}
-    assert published == {("proxy", "127.0.0.1", team.https_port), ("proxy", "127.0.0.1", team.http_port)}
+    assert team.published() == {("proxy", "127.0.0.1", team.https_port), ("proxy", "127.0.0.1", team.http_port)}
 
 
 def test_the_server_certificate_verifies_with_the_generated_ca(team):
@@ -95,7 +94,7 @@ def test_otlp_with_a_wrong_password_is_refused(team):
 
 
 def test_user_env_file_sourced_by_the_sdk_lands_a_trace_over_tls(team):
-    trace_id = stack.source_and_emit(team.directory / "users" / "alice.env", f"team-{uuid.uuid4().hex[:6]}")
+    trace_id = source_and_emit(team.directory / "users" / "alice.env", f"team-{uuid.uuid4().hex[:6]}")
     values = alice(team)
     client = MlflowClient(team.url, cafile=team.ca, headers={
         "Authorization": cfg.basic_auth("alice", values["MLFLOW_TRACKING_PASSWORD"])})
@@ -160,9 +159,7 @@ def test_plain_http_port_redirects_to_https(team):
 
 
 def test_database_and_object_store_are_not_reachable_from_the_host(team):
-    ports = {pub.get("TargetPort") for svc in team.services() if svc["Service"] in ("postgres", "minio")
-             for pub in (svc.get("Publishers") or []) if pub.get("PublishedPort")}
-    assert ports == set()
+    assert not {service for service, _, _ in team.published()} & {"postgres", "minio"}
 
 
 def test_rerun_of_make_user_keeps_the_same_file(team):

@@ -7,7 +7,6 @@ compose.external.yaml wires them; the bundled database and bucket stay unused.
 
 from __future__ import annotations
 
-import subprocess
 import urllib.request
 import uuid
 
@@ -15,7 +14,9 @@ import boto3
 import psycopg2
 import pytest
 
-import stack
+from harness.commands import run_script, source_and_emit
+from harness.compose_file import SECRETS_IN_CONTAINER, load_compose
+from harness.native import free_port, stop_processes
 from mlflow_api import MlflowClient
 
 ROLE, DATABASE, BUCKET, PREFIX = "managed", "managed_mlflow", "managed-bucket", "goose"
@@ -46,23 +47,21 @@ def external(native_stack, tmp_path_factory):
     secrets = root / "secrets"
     secrets.mkdir()
 
-    port = stack.free_port()
-    compose = stack.load_compose({
+    port = free_port()
+    compose = load_compose({
         "MLFLOW_PORT": str(port),
         "EXTERNAL_DATABASE_URI": f"postgresql+psycopg2://{ROLE}@127.0.0.1:{native_stack.postgres.port}/{DATABASE}",
         "EXTERNAL_ARTIFACTS_DESTINATION": f"s3://{BUCKET}/{PREFIX}",
         "EXTERNAL_S3_ENDPOINT_URL": native_stack.s3_url}, external=True)
-    replacements = {stack.SECRETS_IN_CONTAINER: str(secrets), "/run/external": str(provided)}
-    job = compose["services"]["secrets"]
-    imported = stack.run_in_entrypoint([stack.replace_all(arg, replacements) for arg in job["command"]],
-                                  stack.service_env(job, replacements), cwd=stack.REPO, stderr=subprocess.PIPE, text=True)
-    _, log = imported.communicate(timeout=60)
-    assert imported.returncode == 0, log
-    server, url = stack.start_mlflow(root / "mlflow.log", compose, replacements, port)
+    replacements = {SECRETS_IN_CONTAINER: str(secrets), "/run/external": str(provided)}
+    imported = native_stack.run_job("secrets", compose=compose, replacements=replacements)
+    assert imported.returncode == 0, imported.stderr
+    log = imported.stderr
+    server, url = native_stack.start_mlflow(compose, replacements, port, "mlflow-external.log")
     try:
         yield {"url": url, "password": password, "s3": s3, "compose": compose, "secrets": secrets, "log": log}
     finally:
-        stack.stop_processes([server])
+        stop_processes([server])
 
 
 def managed_db(native_stack, password: str):
@@ -82,7 +81,7 @@ def test_external_credentials_are_imported_readable_and_not_printed(external):
 
 
 def test_experiments_live_in_the_managed_database(native_stack, external, tmp_path):
-    result = stack.run_script("bootstrap.py", "--tracking-uri", external["url"], "--experiment", "external-goose",
+    result = run_script("bootstrap.py", "--tracking-uri", external["url"], "--experiment", "external-goose",
                               "--env-file", str(tmp_path / ".env"))
     assert result.returncode == 0, result.stderr
     with managed_db(native_stack, external["password"]).cursor() as cursor:
@@ -97,9 +96,9 @@ def test_experiments_live_in_the_managed_database(native_stack, external, tmp_pa
 
 def test_traces_from_the_env_file_land_in_the_managed_database(native_stack, external, tmp_path):
     env_file = tmp_path / ".env"
-    assert stack.run_script("bootstrap.py", "--tracking-uri", external["url"], "--public-url", external["url"],
+    assert run_script("bootstrap.py", "--tracking-uri", external["url"], "--public-url", external["url"],
                             "--env-file", str(env_file)).returncode == 0
-    trace_id = stack.source_and_emit(env_file, f"external-{uuid.uuid4().hex[:6]}")
+    trace_id = source_and_emit(env_file, f"external-{uuid.uuid4().hex[:6]}")
     with managed_db(native_stack, external["password"]).cursor() as cursor:
         cursor.execute("SELECT count(*) FROM spans WHERE trace_id = %s", (trace_id,))
         assert cursor.fetchone() == (3,)

@@ -17,9 +17,9 @@ import boto3
 import psycopg2
 import pytest
 
-import stack
+from harness.commands import experiment_id_in, run_script, source_and_emit
+from harness.native import free_port
 from mlflow_api import MlflowClient
-from stack import experiment_id_in, source_and_emit
 
 @pytest.fixture(scope="module")
 def db(native_stack):
@@ -58,7 +58,7 @@ def test_env_file_points_goose_at_the_public_url(native_stack, bootstrapped):
 
 def test_rerun_keeps_experiment_id_and_leaves_env_file_identical(native_stack, bootstrapped):
     before, mtime = bootstrapped.read_bytes(), bootstrapped.stat().st_mtime_ns
-    result = stack.run_script("bootstrap.py", "--tracking-uri", native_stack.mlflow_url, "--env-file", str(bootstrapped),
+    result = run_script("bootstrap.py", "--tracking-uri", native_stack.mlflow_url, "--env-file", str(bootstrapped),
                               env=native_stack.service_env("bootstrap"), cwd=bootstrapped.parent)
     assert result.returncode == 0, result.stderr
     assert "(unchanged)" in result.stdout
@@ -66,7 +66,7 @@ def test_rerun_keeps_experiment_id_and_leaves_env_file_identical(native_stack, b
 
 
 def test_summary_tells_what_to_do_next(native_stack, bootstrapped):
-    result = stack.run_script("bootstrap.py", "--tracking-uri", native_stack.mlflow_url, "--env-file", str(bootstrapped),
+    result = run_script("bootstrap.py", "--tracking-uri", native_stack.mlflow_url, "--env-file", str(bootstrapped),
                               env=native_stack.service_env("bootstrap"), cwd=bootstrapped.parent)
     assert "source .env && goose session" in result.stdout
     assert f"http://localhost:{native_stack.mlflow_port}/#/experiments/" in result.stdout
@@ -78,7 +78,7 @@ def test_deleted_experiment_is_restored_not_duplicated(native_stack, tmp_path):
     name = f"restore-{uuid.uuid4().hex[:6]}"
     experiment_id = client.create_experiment(name)
     client.request("POST", "/api/2.0/mlflow/experiments/delete", {"experiment_id": experiment_id})
-    result = stack.run_script("bootstrap.py", "--tracking-uri", native_stack.mlflow_url,
+    result = run_script("bootstrap.py", "--tracking-uri", native_stack.mlflow_url,
                               "--experiment", name, "--env-file", str(tmp_path / ".env"))
     assert result.returncode == 0, result.stderr
     assert experiment_id_in(tmp_path / ".env") == experiment_id
@@ -89,7 +89,7 @@ def test_existing_user_lines_survive_a_successful_bootstrap(native_stack, tmp_pa
     env_file = tmp_path / ".env"
     user = "# team settings\nMLFLOW_PORT=5000\nexport OTEL_EXPORTER_OTLP_COMPRESSION=gzip\nexport GOOSE_MODE=auto\n"
     env_file.write_text(user)
-    result = stack.run_script("bootstrap.py", "--tracking-uri", native_stack.mlflow_url, "--env-file", str(env_file))
+    result = run_script("bootstrap.py", "--tracking-uri", native_stack.mlflow_url, "--env-file", str(env_file))
     assert result.returncode == 0, result.stderr
     text = env_file.read_text()
     assert text.startswith("# team settings\nMLFLOW_PORT=5000\nexport GOOSE_MODE=auto\n")
@@ -112,17 +112,17 @@ def test_sdk_trace_carries_token_usage(native_stack, emitted):
     assert usage == {"input_tokens": 321, "output_tokens": 45, "total_tokens": 366}
 
 
-def test_ingest_prices_tokens_without_reaching_outside(native_stack, emitted):
+def test_ingest_prices_tokens_without_reaching_outside(native_stack, emitted, outbound):
     # Pricing the chat span's tokens makes MLflow, by default, fetch a price
     # catalog from GitHub on the ingest path; compose.yaml turns that off.
     trace = MlflowClient(native_stack.mlflow_url).get_trace(emitted[0])
     cost = json.loads(trace["trace_info"]["trace_metadata"]["mlflow.trace.cost"])
     assert cost["total_cost"] > 0  # priced from the catalog bundled with MLflow
-    assert native_stack.outbound.requests == []
+    assert outbound.requests == []
 
 
 def test_unicode_attributes_are_stored_intact(emitted, db):
-    from otel_emit import PROMPT
+    from harness.otel_emit import PROMPT
 
     assert stored_spans(db, emitted[0])["invoke_agent goose"]["goose.prompt"] == PROMPT
 
@@ -137,7 +137,7 @@ def test_verify_passes_and_leaves_nothing_in_goose_traces(native_stack, bootstra
     with db.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM trace_info WHERE experiment_id = %s", (int(experiment_id),))
         before = cursor.fetchone()[0]
-    result = stack.run_script("verify.py", "--env-file", str(bootstrapped))
+    result = run_script("verify.py", "--env-file", str(bootstrapped))
     assert result.returncode == 0, result.stderr
     assert "OK: trace tr-" in result.stdout and "total 2765" in result.stdout
     with db.cursor() as cursor:
@@ -147,9 +147,9 @@ def test_verify_passes_and_leaves_nothing_in_goose_traces(native_stack, bootstra
 
 def test_verify_names_the_failing_step_when_mlflow_is_unreachable(tmp_path):
     env_file = tmp_path / ".env"
-    env_file.write_text(f"export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:{stack.free_port()}\n"
+    env_file.write_text(f"export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:{free_port()}\n"
                         "export OTEL_EXPORTER_OTLP_HEADERS=x-mlflow-experiment-id=1\n")
-    result = stack.run_script("verify.py", "--env-file", str(env_file))
+    result = run_script("verify.py", "--env-file", str(env_file))
     assert result.returncode == 1 and "step 'send OTLP' failed" in result.stderr
 
 

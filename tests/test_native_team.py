@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import otlp
-import stack
+from harness.commands import run_script, source_and_emit
 import stack_config as cfg
 from mlflow_api import MlflowApiError, MlflowClient
 
@@ -99,7 +99,7 @@ def test_the_password_is_never_printed(alice):
 
 def test_user_env_file_sourced_by_the_sdk_lands_a_trace_the_user_can_read(team_stack, alice):
     path, _ = alice
-    trace_id = stack.source_and_emit(path, f"team-{uuid.uuid4().hex[:6]}")
+    trace_id = source_and_emit(path, f"team-{uuid.uuid4().hex[:6]}")
     trace = as_user(team_stack, env_values(path)).get_trace(trace_id)
     assert trace["trace_info"]["trace_location"]["mlflow_experiment"]["experiment_id"] == experiment_id(team_stack)
 
@@ -184,6 +184,6 @@ def test_rotate_without_user_is_a_usage_error(team_stack):
 
 def test_bootstrap_without_admin_credentials_is_refused(team_stack, tmp_path):
     env = {**os.environ, "MLFLOW_TRACKING_USERNAME": "", "MLFLOW_TRACKING_PASSWORD": ""}
-    result = stack.run_script("bootstrap.py", "--tracking-uri", team_stack.url, "--user", "frank",
+    result = run_script("bootstrap.py", "--tracking-uri", team_stack.url, "--user", "frank",
                               "--users-dir", str(tmp_path / "users"), env=env)
     assert result.returncode == 1 and "401" in result.stderr

@@ -25,13 +25,14 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-import bench
-import native_stack
-import stack_config as cfg
+import load
+import procfs
+from harness.compose_file import REPO
 from mlflow_api import MlflowClient
+from servers import ComposeServer
 
-OUT = cfg.REPO_ROOT / "docs" / "profiles"
-RAW = cfg.REPO_ROOT / "build" / "profile"  # py-spy's stacks, a few MB: not committed
+OUT = REPO / "docs" / "profiles"
+RAW = REPO / "build" / "profile"  # py-spy's stacks, a few MB: not committed
 WARMUP_SECONDS = 10.0
 SAMPLE_RATE = 100  # py-spy samples per second
 POSTGRES_OVERRIDE = {"postgres": {"command": ["postgres", "-c", "shared_preload_libraries=pg_stat_statements"]}}
@@ -43,21 +44,6 @@ ORDER BY calls DESC LIMIT 15"""
 
 def log(message: str) -> None:
     print(f"profile: {message}", file=sys.stderr, flush=True)
-
-
-def cpu_ticks() -> dict[int, tuple[str, int]]:
-    """pid -> (command line, user+system clock ticks so far)."""
-    ticks = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        ticks[int(entry.name)] = (command or f"[{(entry / 'comm').read_text().strip()}]", int(fields[11]) + int(fields[12]))
-    return ticks
 
 
 def cpu_group(pid: int, command: str) -> str:
@@ -73,7 +59,7 @@ def cpu_group(pid: int, command: str) -> str:
 def cpu_shares(before: dict[int, tuple[str, int]], after: dict[int, tuple[str, int]], seconds: float) -> Counter[str]:
     """Cores used per group over the window (1.0 = one core busy all the time)."""
     shares: Counter[str] = Counter()
-    hz = os.sysconf("SC_CLK_TCK")
+    hz = procfs.clock_ticks_per_second()
     for pid, (command, ticks) in after.items():
         used = ticks - before.get(pid, (command, 0))[1]
         if used > 0:
@@ -105,9 +91,13 @@ def gil_profile(raw_files: list[Path]) -> tuple[int, Counter[str], Counter[str]]
     return total, inclusive, by_package
 
 
-def statements(stack: bench.ComposeStack) -> list[tuple[int, float, str]]:
-    out = stack.compose("exec", "-T", "postgres", "psql", "-U", "postgres", "-d", "mlflow", "-At", "-F", "\t",
-                        "-c", STATEMENTS_SQL)
+def psql(stack: ComposeServer, *args: str) -> str:
+    """psql as the superuser on MLflow's database, inside the postgres container."""
+    return stack.project.exec("postgres", "psql", "-U", "postgres", "-d", "mlflow", *args)
+
+
+def statements(stack: ComposeServer) -> list[tuple[int, float, str]]:
+    out = psql(stack, "-At", "-F", "\t", "-c", STATEMENTS_SQL)
     rows = []
     for line in out.splitlines():
         calls, total_ms, query = line.split("\t", 2)
@@ -115,14 +105,12 @@ def statements(stack: bench.ComposeStack) -> list[tuple[int, float, str]]:
     return rows
 
 
-def database_bytes(stack: bench.ComposeStack) -> int:
-    return int(stack.compose("exec", "-T", "postgres", "psql", "-U", "postgres", "-d", "mlflow", "-At", "-c",
-                             "CHECKPOINT; SELECT pg_database_size('mlflow')").strip().splitlines()[-1])
+def database_bytes(stack: ComposeServer) -> int:
+    return int(psql(stack, "-At", "-c", "CHECKPOINT; SELECT pg_database_size('mlflow')").strip().splitlines()[-1])
 
 
-def reset_statements(stack: bench.ComposeStack) -> None:
-    stack.compose("exec", "-T", "postgres", "psql", "-U", "postgres", "-d", "mlflow", "-q", "-c",
-                  "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset();")
+def reset_statements(stack: ComposeServer) -> None:
+    psql(stack, "-q", "-c", "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset();")
 
 
 def report(concurrency: int, seconds: float, traces_per_s: float, p99_ms: float, batches: int,
@@ -130,9 +118,9 @@ def report(concurrency: int, seconds: float, traces_per_s: float, p99_ms: float,
            rows: list[tuple[int, float, str]], bytes_per_trace: float) -> str:
     total, inclusive, by_package = profile
     lines = [f"# Ingest profile, {concurrency} exporters, {seconds:.0f} s",
-             "", f"Written by `make profile` (scripts/profile_ingest.py) on {time.strftime('%Y-%m-%d')}, "
+             "", f"Written by `make profile` (bench/profile_ingest.py) on {time.strftime('%Y-%m-%d')}, "
              f"{os.cpu_count()} cores. During the window: {traces_per_s:.1f} traces/s, p99 {p99_ms:.0f} ms, "
-             f"{batches} OTLP requests of {bench.TRACES_PER_BATCH} traces. py-spy itself runs during the "
+             f"{batches} OTLP requests of {load.TRACES_PER_BATCH} traces. py-spy itself runs during the "
              "window (in \"everything else\"), so throughput is below `make bench`'s.",
              "", "## CPU, cores used (the machine has " + str(os.cpu_count()) + ")", "",
              "| process group | cores | CPU ms per trace |", "|---|---|---|"]
@@ -156,7 +144,7 @@ def report(concurrency: int, seconds: float, traces_per_s: float, p99_ms: float,
     lines.append(f"| **{sum(r[0] for r in rows) / batches:.1f}** | **{sum(r[1] for r in rows) / batches:.2f}** "
                  "| all of the above |")
     lines += ["", "## Storage", "", f"PostgreSQL database growth over the window: {bytes_per_trace / 1024:.1f} KiB "
-              f"per goose trace of 3 spans with a {bench.PROMPT_BYTES // 1024} KB prompt (tables, indexes, TOAST; "
+              f"per goose trace of 3 spans with a {load.PROMPT_BYTES // 1024} KB prompt (tables, indexes, TOAST; "
               "WAL not counted)."]
     return "\n".join(lines) + "\n"
 
@@ -171,14 +159,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{py_spy} is missing; run make profile, which installs the test virtualenv")
     OUT.mkdir(parents=True, exist_ok=True)
     RAW.mkdir(parents=True, exist_ok=True)
-    stack = bench.ComposeStack(native_stack.free_port(), "stack", POSTGRES_OVERRIDE)
+    stack = ComposeServer("stack", POSTGRES_OVERRIDE)
     try:
         client = MlflowClient(stack.url)
         experiment_id = client.create_experiment(f"profile-{uuid.uuid4().hex[:8]}")
-        prompt = "x" * bench.PROMPT_BYTES
         log(f"warming up every worker for {WARMUP_SECONDS:.0f} s")
-        bench.run_exporters(stack.url, experiment_id, args.concurrency, WARMUP_SECONDS, bench.TRACES_PER_BATCH, prompt)
-        workers = {pid for pid in stack.pids("mlflow") if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()}
+        load.run_exporters(stack.url, experiment_id, args.concurrency, WARMUP_SECONDS)
+        workers = {pid for pid in stack.project.pids("mlflow") if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()}
         reset_statements(stack)
         size_before = database_bytes(stack)
         raw_files = [RAW / f"ingest-worker-{n}.txt" for n in range(len(workers))]
@@ -188,18 +175,17 @@ def main(argv: list[str] | None = None) -> int:
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                  for pid, path in zip(sorted(workers), raw_files)]
         log(f"measuring {args.seconds:.0f} s: {args.concurrency} exporters, py-spy on workers {sorted(workers)}")
-        before, started = cpu_ticks(), time.monotonic()
-        exporters = bench.run_exporters(stack.url, experiment_id, args.concurrency, args.seconds,
-                                        bench.TRACES_PER_BATCH, prompt)
+        before, started = procfs.cpu_ticks(), time.monotonic()
+        exporters = load.run_exporters(stack.url, experiment_id, args.concurrency, args.seconds)
         elapsed = time.monotonic() - started
-        shares = cpu_shares(before, cpu_ticks(), elapsed)
+        shares = cpu_shares(before, procfs.cpu_ticks(), elapsed)
         for spy in spies:
             _, errors = spy.communicate(timeout=120)
             if spy.returncode != 0:
                 raise SystemExit(f"profile: error: py-spy failed: {errors.decode().strip()}")
         latencies = [value for exporter in exporters for value in exporter.latencies]
         acked = sum(len(exporter.acked) for exporter in exporters)
-        text = report(args.concurrency, elapsed, acked / elapsed, bench.percentile(latencies, 99) * 1000,
+        text = report(args.concurrency, elapsed, acked / elapsed, load.percentile(latencies, 99) * 1000,
                       len(latencies), shares, gil_profile(raw_files), statements(stack),
                       (database_bytes(stack) - size_before) / max(acked, 1))
     finally:

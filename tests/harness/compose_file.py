@@ -1,0 +1,122 @@
+"""compose.yaml and its overrides as data: merged and interpolated as Compose does it.
+
+Native tests and the native benchmark start the services from this data, so
+they run what Compose runs; tests/test_compose_config.py checks the result
+against `docker compose config` for every combination of files.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO / "compose.yaml"
+TEAM_COMPOSE_FILE = REPO / "compose.team.yaml"
+EXTERNAL_COMPOSE_FILE = REPO / "compose.external.yaml"
+SECRETS_IN_CONTAINER = "/run/secrets/stack"
+
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([-?])([^${}]*))?\}")
+
+
+def compose_files(team: bool = False, external: bool = False) -> list[Path]:
+    """The files, in Compose's order, for local or team mode, with bundled or external services."""
+    return [COMPOSE_FILE] + ([TEAM_COMPOSE_FILE] if team else []) + ([EXTERNAL_COMPOSE_FILE] if external else [])
+
+
+def _substitute(match: re.Match, environ: Mapping[str, str]) -> str:
+    name, kind, text = match.groups()
+    if environ.get(name):
+        return environ[name]
+    if kind == "?":
+        raise KeyError(f"{name}: {text}")
+    return text or ""
+
+
+def interpolate(value: str, environ: Mapping[str, str]) -> str:
+    """Compose's ${VAR}, ${VAR:-default} and ${VAR:?error}, innermost first (defaults may nest)."""
+    while True:
+        new = _VARIABLE.sub(lambda m: _substitute(m, environ), value)
+        if new == value:
+            return new
+        value = new
+
+
+def _interpolate_tree(node: Any, environ: Mapping[str, str]) -> Any:
+    if isinstance(node, str):
+        return interpolate(node, environ)
+    if isinstance(node, list):
+        return [_interpolate_tree(item, environ) for item in node]
+    if isinstance(node, dict):
+        return {key: _interpolate_tree(value, environ) for key, value in node.items()}
+    return node
+
+
+class _Reset:
+    """Compose's `!reset` tag: the key is removed from the merged result."""
+
+
+class _Override:
+    """Compose's `!override` tag: the value replaces, instead of merging with, the earlier one."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+class _ComposeLoader(yaml.SafeLoader):
+    pass
+
+
+_ComposeLoader.add_constructor("!reset", lambda loader, node: _Reset())
+_ComposeLoader.add_constructor("!override", lambda loader, node: _Override(
+    loader.construct_mapping(node, deep=True) if isinstance(node, yaml.MappingNode)
+    else loader.construct_sequence(node, deep=True)))
+
+
+def _mount_target(volume: str) -> str:
+    return volume.split(":")[1]
+
+
+def _merge(base: Any, override: Any, key: str = "") -> Any:
+    """Compose's override rules, as far as this repository uses them: maps merge,
+    `volumes` lists merge by mount target, other values are replaced."""
+    if key == "volumes" and isinstance(base, list) and isinstance(override, list):
+        targets = {_mount_target(volume) for volume in override}
+        return [volume for volume in base if _mount_target(volume) not in targets] + override
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = dict(base)
+        for key, value in override.items():
+            if isinstance(value, _Reset):
+                merged.pop(key, None)
+            elif isinstance(value, _Override):
+                merged[key] = value.value
+            else:
+                merged[key] = _merge(base[key], value, key) if key in base else value
+        return merged
+    return override
+
+
+def load_compose(environ: Mapping[str, str] | None = None, team: bool = False,
+                 external: bool = False) -> dict[str, Any]:
+    """compose.yaml (plus the team and external overrides) with anchors merged and
+    variables resolved against `environ`; services switched off by a profile are left out."""
+    merged: Any = {}
+    for path in compose_files(team, external):
+        merged = _merge(merged, yaml.load(path.read_text(), Loader=_ComposeLoader))
+    merged["services"] = {name: svc for name, svc in merged["services"].items() if not svc.get("profiles")}
+    return _interpolate_tree(merged, environ or {})
+
+
+def replace_all(text: str, replacements: Mapping[str, str]) -> str:
+    for old, new in replacements.items():
+        text = text.replace(old, new)
+    return text
+
+
+def service_env(service: dict[str, Any], replacements: Mapping[str, str]) -> dict[str, str]:
+    """A service's environment with container addresses and paths replaced by native ones."""
+    return {key: replace_all(str(value), replacements) for key, value in (service.get("environment") or {}).items()}

@@ -1,0 +1,197 @@
+"""A throwaway Compose project: the real compose files in a clean copy of the checkout.
+
+Each project has its own name and port, so a developer's running stack is left
+alone, and is removed with its volumes at the end. Compose operations go
+through the Compose CLI (and `make`, as a user runs them); looking at the
+containers (state, health, ports, logs, exec, processes, files) goes through
+the Docker SDK. Used by the Docker tests and by `make bench` / `make profile`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tarfile
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+from docker.models.containers import Container
+
+from harness.compose_file import REPO, SECRETS_IN_CONTAINER, load_compose
+from harness.native import free_port
+from mlflow_api import MlflowClient
+
+REPO_OWNER_UID = 4242  # the clean copy belongs to a non-root user, as a real checkout does
+# Variables of the developer's shell that would change what the project runs.
+PROJECT_SETTINGS = ("MLFLOW_PUBLIC_URL", "GOOSE_EXPERIMENT", "MLFLOW_BUCKET", "COMPOSE_FILE")
+
+
+def copy_checkout(destination: Path) -> Path:
+    """The files git would check out (tracked, and new ones not ignored) as they are now, into `destination`.
+
+    Nothing git ignores comes along: no .env, no .venv, no users/.
+    """
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            cwd=REPO, capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        source = REPO / name
+        if source.is_file():
+            target = destination / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    return destination
+
+
+def clean_copy(destination: Path) -> Path:
+    """The files git would check out, nothing else, owned by a non-root user as a real checkout is."""
+    copy_checkout(destination)
+    if os.geteuid() == 0:
+        os.chown(destination, REPO_OWNER_UID, REPO_OWNER_UID)
+    return destination
+
+
+def engine_problem() -> str | None:
+    """Why the Docker tests cannot run here, or None."""
+    if shutil.which("docker") is None:
+        return "no docker CLI"
+    try:
+        engine = docker.from_env()
+        engine.ping()
+    except docker.errors.DockerException as exc:
+        return f"no Docker engine answers: {str(exc)[:200]}"
+    compose = load_compose({"MLFLOW_PUBLIC_URL": "https://localhost"}, team=True)
+    images = {service["image"] for service in compose["services"].values() if "build" not in service}
+    images.discard(compose["services"]["mlflow"]["image"])
+    missing = []
+    for image in sorted(images):
+        try:
+            engine.images.get(image)
+        except docker.errors.ImageNotFound:
+            missing.append(image)
+    if missing:
+        return f"images missing: {', '.join(missing)}; run make offline-images"
+    return None
+
+
+def require_engine() -> None:
+    """Skip without an engine or images; in CI (CI=true) fail instead: nothing may skip there."""
+    problem = engine_problem()
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(f"Docker end-to-end tests must run in CI: {problem}")
+        pytest.skip(problem)
+
+
+class ComposeProject:
+    """The compose files of a directory (a clean copy) under a project name of its own."""
+
+    def __init__(self, directory: Path, settings: dict[str, str] | None = None,
+                 name_prefix: str = "goose-mlflow-test") -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.name = f"{name_prefix}-{uuid.uuid4().hex[:6]}"
+        self.env = {**os.environ, "COMPOSE_PROJECT_NAME": self.name, "MLFLOW_PORT": str(self.port)}
+        for key in PROJECT_SETTINGS:
+            self.env.pop(key, None)
+        self.env.update(settings or {})
+        self.url = self.env.get("MLFLOW_PUBLIC_URL", f"http://localhost:{self.port}")
+        self.env_file = directory / ".env"
+        self.engine = docker.from_env()
+        self.up_seconds = 0.0
+
+    def run(self, *command: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+        """A command in the project's directory with its settings, as a user types it."""
+        result = subprocess.run(list(command), cwd=self.directory, env=self.env, capture_output=True, text=True,
+                                timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{' '.join(command)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def compose(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self.run("docker", "compose", *args, check=check)
+
+    def up(self, target: str = "up") -> str:
+        """`make up` (or `make team-up`); its output, and how long it took in up_seconds."""
+        start = time.monotonic()
+        output = self.run("make", target).stdout
+        self.up_seconds = round(time.monotonic() - start, 1)
+        return output
+
+    def down(self) -> None:
+        """Remove the containers and every volume of the project."""
+        self.compose("down", "--volumes", "--remove-orphans", check=False)
+
+    # Containers, through the Docker SDK ----------------------------------------
+
+    def containers(self, service: str | None = None) -> list[Container]:
+        """The project's containers (running or exited), of one service or all."""
+        labels = [f"com.docker.compose.project={self.name}"]
+        if service:
+            labels.append(f"com.docker.compose.service={service}")
+        return self.engine.containers.list(all=True, filters={"label": labels})
+
+    def container(self, service: str) -> Container:
+        [container] = self.containers(service)
+        return container
+
+    def states(self) -> dict[str, tuple[str, str, int]]:
+        """Service -> (status, health, exit code) of its container."""
+        states = {}
+        for container in self.containers():
+            state = container.attrs["State"]
+            states[container.labels["com.docker.compose.service"]] = (
+                state["Status"], state.get("Health", {}).get("Status", ""), state["ExitCode"])
+        return states
+
+    def published(self) -> set[tuple[str, str, int]]:
+        """(service, host address, host port) of every port published on the host."""
+        return {(container.labels["com.docker.compose.service"], binding["HostIp"], int(binding["HostPort"]))
+                for container in self.containers()
+                for bindings in (container.attrs["NetworkSettings"]["Ports"] or {}).values()
+                for binding in bindings or []}
+
+    def exec(self, service: str, *command: str) -> str:
+        exit_code, output = self.container(service).exec_run(list(command))
+        if exit_code != 0:
+            raise AssertionError(f"{' '.join(command)} in {service} exited {exit_code}: {output.decode()}")
+        return output.decode()
+
+    def secret(self, name: str) -> str:
+        return self.exec("mlflow", "cat", f"{SECRETS_IN_CONTAINER}/{name}").strip()
+
+    def logs(self) -> str:
+        return "".join(container.logs().decode("utf-8", "replace") for container in self.containers())
+
+    def pids(self, *services: str) -> list[int]:
+        """Host pids of every process in the running containers (of these services, or all)."""
+        pids = []
+        for container in self.containers():
+            if container.status != "running" or (services and container.labels["com.docker.compose.service"]
+                                                 not in services):
+                continue
+            top = container.top(ps_args="-eo pid")
+            column = top["Titles"].index("PID")
+            pids += [int(row[column]) for row in top["Processes"]]
+        return pids
+
+    def client(self, **kwargs) -> MlflowClient:
+        return MlflowClient(self.url, **kwargs)
+
+
+def image_files(image: str, path: str) -> Iterator[str]:
+    """The regular files under `path` in an image (their names start with path's last part), from an archive
+    of a container that is created, never started."""
+    engine = docker.from_env()
+    container = engine.containers.create(image, command=["true"], entrypoint=[])
+    try:
+        stream, _ = container.get_archive(path)
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+            yield from (member.name for member in archive.getmembers() if member.isfile())
+    finally:
+        container.remove(force=True)
