@@ -27,7 +27,7 @@ from dataclasses import asdict
 import load
 import report
 import servers
-from errors import StackError
+from errors import run_command
 from harness.compose_file import REPO
 
 QUERY_LEVELS = (10_000, 100_000)
@@ -101,15 +101,13 @@ def publish(results: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        results = json.loads(RESULTS.read_text()) if args.from_results else run(args)
-        print(publish(results))
-    except (StackError, OSError) as exc:
-        print(f"bench: error: {exc}", file=sys.stderr)
-        return 1
-    print(f"\nWritten: {report.DOC.relative_to(REPO)} and {report.PLOT.relative_to(REPO)}; review the prose around "
-          "the table, then commit both.", file=sys.stderr)
-    return 0
+
+    def work() -> str:
+        table = publish(json.loads(RESULTS.read_text()) if args.from_results else run(args))
+        return (f"{table}\n\nWritten: {report.DOC.relative_to(REPO)} and {report.PLOT.relative_to(REPO)}; "
+                "review the prose around the table, then commit both.")
+
+    return run_command("bench", work)
 
 
 if __name__ == "__main__":

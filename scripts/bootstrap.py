@@ -19,7 +19,7 @@ from pathlib import Path
 import accounts
 import envfile
 import stack_config as cfg
-from errors import StackError
+from errors import StackError, run_command
 from mlflow_api import MlflowClient, ensure_experiment
 
 
@@ -180,12 +180,7 @@ def run(args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        print(run(args))
-    except StackError as exc:
-        print(f"bootstrap: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_command("bootstrap", lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from errors import StackError, run_command
+
 
 def ensure_bucket(endpoint: str, bucket: str, retries: int) -> str:
     """'created' or 'exists'."""
@@ -42,10 +44,10 @@ def ensure_bucket(endpoint: str, bucket: str, retries: int) -> str:
             if attempt == retries - 1:
                 raise
             time.sleep(1)
-    raise RuntimeError("unreachable")
+    raise StackError(f"no attempt to reach {endpoint} was made; give --retries 1 or more")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Create the S3 bucket for MLflow's artifacts if missing.")
     parser.add_argument("--endpoint", default=os.environ.get("MLFLOW_S3_ENDPOINT_URL"),
                         help="S3 endpoint URL (default: $MLFLOW_S3_ENDPOINT_URL)")
@@ -53,16 +55,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retries", type=int, default=30, help="connection attempts, 1 s apart (default: %(default)s)")
     args = parser.parse_args(argv)
     if not args.endpoint or not args.bucket:
-        print("create_bucket: error: give --endpoint and --bucket (or MLFLOW_S3_ENDPOINT_URL and MLFLOW_BUCKET)",
-              file=sys.stderr)
-        return 2
+        parser.error("give --endpoint and --bucket (or MLFLOW_S3_ENDPOINT_URL and MLFLOW_BUCKET)")
+    return args
+
+
+def run(args: argparse.Namespace) -> None:
     try:
         state = ensure_bucket(args.endpoint, args.bucket, args.retries)
     except (BotoCoreError, ClientError) as exc:
-        print(f"create_bucket: error: bucket {args.bucket} at {args.endpoint}: {exc}", file=sys.stderr)
-        return 1
+        raise StackError(f"bucket {args.bucket} at {args.endpoint}: {exc}") from None
     print(f"create_bucket: bucket {args.bucket} {state}", file=sys.stderr)
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return run_command("create_bucket", lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import cursor as Cursor
 
-from errors import StackError
+from errors import StackError, run_command
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -78,11 +78,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run(args: argparse.Namespace) -> None:
+    role = check_identifier(args.role, "role")
+    databases = [check_identifier(name.strip(), "database") for name in args.databases.split(",") if name.strip()]
     try:
-        role = check_identifier(args.role, "role")
-        databases = [check_identifier(name.strip(), "database") for name in args.databases.split(",") if name.strip()]
         connection = connect(args.retries)
         try:
             with connection.cursor() as cursor:
@@ -92,13 +91,13 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"create_database: database {name} {ensure_database(cursor, name, role)}", file=sys.stderr)
         finally:
             connection.close()
-    except StackError as exc:
-        print(f"create_database: error: {exc}", file=sys.stderr)
-        return 1
     except psycopg2.Error as exc:
-        print(f"create_database: error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
-        return 1
-    return 0
+        raise StackError(str(exc).strip().splitlines()[0]) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return run_command("create_database", lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import envfile
-from errors import StackError
+from errors import StackError, run_command
 
 # name -> random bytes (token_urlsafe gives [A-Za-z0-9_-], safe in URIs and env files).
 SECRETS = {
@@ -80,16 +80,15 @@ def import_external(directory: Path, source: Path) -> None:
             print(f"stack_secrets: {name}: {import_secret(directory, source / name)}", file=sys.stderr)
 
 
+def run(args: argparse.Namespace) -> None:
+    generate_missing(args.directory)
+    if args.import_from is not None:
+        import_external(args.directory, args.import_from)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        generate_missing(args.directory)
-        if args.import_from is not None:
-            import_external(args.directory, args.import_from)
-    except StackError as exc:
-        print(f"stack_secrets: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_command("stack_secrets", lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from typing import Any
 
 import otlp
 import stack_config as cfg
-from errors import StackError
+from errors import StackError, run_command
 from mlflow_api import MlflowApiError, MlflowClient, tls_context
 
 EXPERIMENT_HEADER = "x-mlflow-experiment-id"
@@ -153,12 +153,7 @@ def run(args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        print(run(args))
-    except StackError as exc:
-        print(f"verify: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_command("verify", lambda: run(args))
 
 
 if __name__ == "__main__":
