@@ -201,3 +201,26 @@ def test_mlflow_connects_as_its_own_unprivileged_role(native_stack, db):
 def test_database_refuses_a_wrong_password(native_stack):
     with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
         psycopg2.connect(native_stack.database_uri("mlflow", "wrong-password", "mlflow"))
+
+
+def test_database_job_rerun_keeps_what_exists(native_stack):
+    again = native_stack.run_job("database")
+    assert again.returncode == 0, again.stderr
+    assert "role mlflow exists" in again.stderr and "database mlflow exists" in again.stderr
+
+
+def test_database_job_leaves_the_database_closed_to_other_roles(native_stack):
+    admin = psycopg2.connect(native_stack.database_uri("postgres", native_stack.secret("postgres-password"), "postgres"))
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute("CREATE ROLE intruder LOGIN PASSWORD 'intruder-password'")
+    admin.close()
+    with pytest.raises(psycopg2.OperationalError, match="permission denied for database"):
+        psycopg2.connect(native_stack.database_uri("intruder", "intruder-password", "mlflow"))
+
+
+def test_database_job_refuses_a_database_name_that_is_not_an_identifier(native_stack):
+    refused = native_stack.run_job("database", "--databases", "mlflow;drop")
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
+        "create_database: error: database 'mlflow;drop' is not a plain identifier; use a-z, 0-9 and _ (at most 63)"]
