@@ -99,6 +99,13 @@ def wait_healthy(deployment: ComposeProject, timeout: float = 180) -> None:
     deployment.client().wait_until_healthy(timeout)
 
 
+def test_mlflow_killed_comes_back_by_its_restart_policy_with_its_data(docker_stack, sent):
+    restarts = docker_stack.kill_main_process("mlflow")
+    docker_stack.wait_restarted("mlflow", restarts, timeout=120)
+    wait_healthy(docker_stack)
+    assert docker_stack.client().get_trace(sent)["trace_info"]["trace_id"] == sent
+
+
 def test_restart_of_mlflow_keeps_experiment_and_traces(docker_stack, sent):
     experiment_id = experiment_id_in(docker_stack.env_file)
     docker_stack.compose("restart", "mlflow")

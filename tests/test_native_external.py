@@ -107,8 +107,7 @@ def test_traces_from_the_env_file_land_in_the_managed_database(native_stack, ext
 def test_artifacts_land_in_the_managed_bucket_under_its_prefix(external, tmp_path):
     client = MlflowClient(external["url"])
     experiment_id = client.create_experiment(f"external-artifacts-{uuid.uuid4().hex[:6]}")
-    run = client.request("POST", "/api/2.0/mlflow/runs/create", {"experiment_id": experiment_id})["run"]
-    run_id = run["info"]["run_id"]
+    run_id = client.create_run(experiment_id)
     artifact_path = f"{experiment_id}/{run_id}/artifacts/note.txt"
     request = urllib.request.Request(
         f"{external['url']}/api/2.0/mlflow-artifacts/artifacts/{artifact_path}", data=b"managed", method="PUT")

@@ -77,7 +77,7 @@ def test_deleted_experiment_is_restored_not_duplicated(native_stack, tmp_path):
     client = MlflowClient(native_stack.mlflow_url)
     name = f"restore-{uuid.uuid4().hex[:6]}"
     experiment_id = client.create_experiment(name)
-    client.request("POST", "/api/2.0/mlflow/experiments/delete", {"experiment_id": experiment_id})
+    client.delete_experiment(experiment_id)
     result = run_script("bootstrap.py", "--tracking-uri", native_stack.mlflow_url,
                               "--experiment", name, "--env-file", str(tmp_path / ".env"))
     assert result.returncode == 0, result.stderr

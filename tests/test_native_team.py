@@ -66,10 +66,9 @@ def test_team_bootstrap_creates_the_experiment_and_no_env_file(team_stack, tmp_p
 
 def test_admin_password_is_generated_not_a_default(team_stack):
     assert len(team_stack.admin_password) >= 12
-    assert admin(team_stack).request("GET", "/api/2.0/mlflow/users/get", query={"username": "admin"})["user"]["is_admin"]
+    assert admin(team_stack).get_user("admin")["is_admin"]
     with pytest.raises(MlflowApiError) as refused:
-        MlflowClient(team_stack.url, headers={"Authorization": cfg.basic_auth("admin", "password1234")}).request(
-            "GET", "/api/2.0/mlflow/users/current")
+        MlflowClient(team_stack.url, headers={"Authorization": cfg.basic_auth("admin", "password1234")}).current_user()
     assert refused.value.status == 401
 
 
@@ -114,15 +113,13 @@ def test_user_cannot_write_to_another_experiment(team_stack, alice):
 def test_user_cannot_read_another_experiment(team_stack, alice):
     other = admin(team_stack).create_experiment(f"hidden-{uuid.uuid4().hex[:6]}")
     with pytest.raises(MlflowApiError) as refused:
-        as_user(team_stack, env_values(alice[0])).request("GET", "/api/2.0/mlflow/experiments/get",
-                                                           query={"experiment_id": other})
+        as_user(team_stack, env_values(alice[0])).get_experiment(other)
     assert refused.value.status == 403
 
 
 def test_user_cannot_call_an_admin_endpoint(team_stack, alice):
     with pytest.raises(MlflowApiError) as refused:
-        as_user(team_stack, env_values(alice[0])).request(
-            "POST", "/api/2.0/mlflow/users/create", {"username": "mallory", "password": "x" * 16})
+        as_user(team_stack, env_values(alice[0])).create_user("mallory", "x" * 16)
     assert refused.value.status == 403
 
 
@@ -145,9 +142,9 @@ def test_rotate_issues_a_new_password_and_the_old_one_fails(team_stack, tmp_path
     new = env_values(path)
     assert new["MLFLOW_TRACKING_PASSWORD"] != old["MLFLOW_TRACKING_PASSWORD"]
     with pytest.raises(MlflowApiError) as refused:
-        as_user(team_stack, old).request("GET", "/api/2.0/mlflow/users/current")
+        as_user(team_stack, old).current_user()
     assert refused.value.status == 401
-    assert as_user(team_stack, new).request("GET", "/api/2.0/mlflow/users/current")
+    assert as_user(team_stack, new).current_user()
 
 
 def test_remove_user_deletes_the_account_and_the_file(team_stack, tmp_path):
@@ -158,7 +155,7 @@ def test_remove_user_deletes_the_account_and_the_file(team_stack, tmp_path):
     assert removed.returncode == 0, removed.stderr
     assert not path.exists()
     with pytest.raises(MlflowApiError) as refused:
-        as_user(team_stack, values).request("GET", "/api/2.0/mlflow/users/current")
+        as_user(team_stack, values).current_user()
     assert refused.value.status == 401
 
 

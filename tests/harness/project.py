@@ -12,8 +12,9 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import tarfile
+import signal
 import subprocess
+import tarfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -179,6 +180,21 @@ class ComposeProject:
             column = top["Titles"].index("PID")
             pids += [int(row[column]) for row in top["Processes"]]
         return pids
+
+    def kill_main_process(self, service: str) -> int:
+        """SIGKILL the service's main process from the host, as a crash would (the engine sees an exit,
+        not a stop, so the restart policy applies); returns the restart count before the kill."""
+        container = self.container(service)
+        os.kill(container.attrs["State"]["Pid"], signal.SIGKILL)
+        return container.attrs["RestartCount"]
+
+    def wait_restarted(self, service: str, restarts_before: int, timeout: float) -> None:
+        """Until the engine has restarted the service's container since `restarts_before` was read."""
+        deadline = time.monotonic() + timeout
+        while self.container(service).attrs["RestartCount"] <= restarts_before:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{service} was not restarted within {timeout:g} s")
+            time.sleep(0.5)
 
     def client(self, **kwargs) -> MlflowClient:
         return MlflowClient(self.url, **kwargs)

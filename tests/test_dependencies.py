@@ -1,0 +1,106 @@
+"""Every package the code imports is declared and pinned; every declared package is used."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import re
+import sys
+from functools import cache
+from importlib.metadata import distributions
+from pathlib import Path
+
+from harness.compose_file import REPO
+
+CODE = ["scripts", "bench", "tests"]
+NOT_SCANNED = ("tests/offline-images/",)  # the stand-in images declare their own packages
+# Declared for a program they provide, not for an import.
+PROGRAMS = {
+    "moto": "the S3 stand-in (tests/offline-images/silo/s3-standin) runs on it, with the test virtualenv's python",
+    "py-spy": "make profile runs its binary",
+    "mutmut": "make mutation runs it",
+}
+
+
+def normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def declared(path: str) -> set[str]:
+    names = set()
+    for line in (REPO / path).read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line.startswith("-r "):
+            names |= declared(line.split(None, 1)[1])
+        elif "==" in line:
+            names.add(normalise(re.sub(r"\[.*\]", "", line.split("==")[0])))
+    return names
+
+
+def python_files() -> list[Path]:
+    return [path for folder in CODE for path in (REPO / folder).rglob("*.py")
+            if not str(path.relative_to(REPO)).startswith(NOT_SCANNED)]
+
+
+def local_modules() -> set[str]:
+    return {path.stem for path in python_files()} | {"harness"}
+
+
+def imports(files: list[Path]) -> set[str]:
+    """Full names of the modules these files import, at any depth."""
+    found = set()
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(node.module)
+    return found
+
+
+@cache
+def file_owners() -> dict[Path, set[str]]:
+    owners: dict[Path, set[str]] = {}
+    for dist in distributions():
+        for file in dist.files or []:
+            owners.setdefault(Path(dist.locate_file(file)).resolve(), set()).add(normalise(dist.metadata["Name"]))
+    return owners
+
+
+def distribution_of(module: str, declared_names: set[str]) -> str:
+    """The installed distribution whose files hold `module` (namespace packages resolved by their leaf),
+    named as declared: a package split into parts (mlflow-skinny and mlflow-tracing, which install
+    mlflow's modules) is named by the package they are parts of, when that is declared."""
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.origin, f"{module} is not installed"
+    owners = file_owners()[Path(spec.origin).resolve()]
+    for owner in sorted(owners):
+        for name in declared_names:
+            if owner == name or owner.startswith(name + "-"):
+                return name
+    return min(owners)
+
+
+def third_party_imports(files: list[Path], declared_names: set[str]) -> dict[str, str]:
+    """Imported module -> its distribution, for everything neither stdlib nor this repository's."""
+    local, stdlib = local_modules(), sys.stdlib_module_names
+    return {module: distribution_of(module, declared_names) for module in sorted(imports(files))
+            if module.split(".")[0] not in stdlib | local | {"__future__"}}
+
+
+def test_every_imported_package_is_declared():
+    dev = declared("requirements-dev.txt")
+    undeclared = {module: dist for module, dist in third_party_imports(python_files(), dev).items() if dist not in dev}
+    assert undeclared == {}
+
+
+def test_every_package_the_stacks_commands_import_is_in_the_image():
+    image = declared("mlflow/requirements.txt")
+    commands = third_party_imports(sorted((REPO / "scripts").glob("*.py")), image)
+    assert commands and {module: dist for module, dist in commands.items() if dist not in image} == {}
+
+
+def test_every_declared_package_is_imported_or_runs_a_program():
+    dev = declared("requirements-dev.txt")
+    used = set(third_party_imports(python_files(), dev).values()) | set(PROGRAMS)
+    assert declared("requirements-dev.txt") - declared("mlflow/requirements.txt") - used == set()
