@@ -18,18 +18,18 @@ from errors import StackError
 HEADER = "# Written by scripts/bootstrap.py; lines it does not own are kept as they are."
 
 # Characters that need no quoting in bash nor in Compose's dotenv parser.
-_PLAIN_VALUE = re.compile(r"^[A-Za-z0-9_./:=,%@+\-]*$")
+_PLAIN_VALUE = re.compile(r"[A-Za-z0-9_./:=,%@+\-]*")
 _ASSIGNMENT = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=")
-_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def render_line(key: str, value: str) -> str:
     """One `export KEY=VALUE` line, single-quoted only when it has to be."""
-    if not _KEY.match(key):
+    if not _KEY.fullmatch(key):
         raise StackError(f"invalid variable name {key!r}: use letters, digits and _")
     if "'" in value or "\n" in value or "\r" in value:
         raise StackError(f"value of {key} holds a quote or newline, which env files cannot carry")
-    if _PLAIN_VALUE.match(value):
+    if _PLAIN_VALUE.fullmatch(value):
         return f"export {key}={value}"
     return f"export {key}='{value}'"
 

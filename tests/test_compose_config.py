@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from harness.compose_file import REPO, compose_files, load_compose
+from harness.project import require_compose_cli
 
 SETTINGS = {
     "MLFLOW_PORT": "5123",
@@ -28,11 +28,7 @@ COMBINATIONS = {"local": (False, False), "team": (True, False), "external": (Fal
 
 
 def compose_config(team: bool, external: bool, tmp_path: Path) -> dict:
-    if shutil.which("docker") is None or subprocess.run(["docker", "compose", "version"],
-                                                        capture_output=True).returncode != 0:
-        if os.environ.get("CI"):
-            pytest.fail("the Compose CLI must be there in CI (.ci/run installs it)")
-        pytest.skip("no docker compose CLI")
+    require_compose_cli()
     empty_env_file = tmp_path / "empty.env"  # the developer's .env must not count
     empty_env_file.write_text("")
     files = [arg for path in compose_files(team, external) for arg in ("--file", str(path))]

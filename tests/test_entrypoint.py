@@ -6,8 +6,7 @@ import os
 import subprocess
 
 import pytest
-
-import stack
+from harness.native import ENTRYPOINT
 
 
 @pytest.fixture(autouse=True)
@@ -22,7 +21,7 @@ def fake_mlflow(tmp_path, monkeypatch):
 
 def run_entrypoint(env: dict[str, str], *command: str) -> subprocess.CompletedProcess:
     command = command or ("mlflow", "server")
-    return subprocess.run(["sh", str(stack.ENTRYPOINT), *command], capture_output=True, text=True,
+    return subprocess.run(["sh", str(ENTRYPOINT), *command], capture_output=True, text=True,
                           env={"PATH": f"{os.environ['FAKE_BIN']}:/usr/bin:/bin", **env}, timeout=30)
 
 
@@ -105,7 +104,7 @@ def test_auth_database_turns_the_basic_auth_app_on_with_no_default_access(tmp_pa
     probe = tmp_path / "probe" / "mlflow"
     probe.write_text('#!/bin/sh\necho "args: $*"\ncat "$MLFLOW_AUTH_CONFIG_PATH"\n')
     probe.chmod(0o755)
-    result = subprocess.run(["sh", str(stack.ENTRYPOINT), "mlflow", "server"], capture_output=True, text=True, env={
+    result = subprocess.run(["sh", str(ENTRYPOINT), "mlflow", "server"], capture_output=True, text=True, env={
         "PATH": f"{tmp_path / 'probe'}:/usr/bin:/bin", "MLFLOW_REQUIRE_AUTH": "true",
         "MLFLOW_AUTH_DATABASE_URI": "postgresql+psycopg2://mlflow@db:5432/mlflow_auth"}, timeout=30)
     assert result.returncode == 0, result.stderr
@@ -117,3 +116,97 @@ def test_auth_database_turns_the_basic_auth_app_on_with_no_default_access(tmp_pa
 def test_empty_s3_endpoint_is_dropped_so_boto3_uses_aws():
     env = exported(run_entrypoint({"MLFLOW_S3_ENDPOINT_URL": ""}))
     assert "MLFLOW_S3_ENDPOINT_URL" not in env
+
+
+def allowed_hosts(env: dict[str, str]) -> list[str]:
+    return exported(run_entrypoint(env))["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
+
+
+def auth_probe(tmp_path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """The entrypoint starting an `mlflow` that prints its arguments and the auth ini it was given."""
+    probe_dir = tmp_path / "probe"
+    probe_dir.mkdir(exist_ok=True)
+    (probe_dir / "mlflow").write_text('#!/bin/sh\necho "args: $*"\n'
+                                      '[ -z "${MLFLOW_AUTH_CONFIG_PATH:-}" ] || cat "$MLFLOW_AUTH_CONFIG_PATH"\n')
+    (probe_dir / "mlflow").chmod(0o755)
+    return subprocess.run(["sh", str(ENTRYPOINT), "mlflow", "server"], capture_output=True, text=True,
+                          env={"PATH": f"{probe_dir}:/usr/bin:/bin", **env}, timeout=30)
+
+
+AUTH_DB = {"MLFLOW_AUTH_DATABASE_URI": "postgresql+psycopg2://mlflow@db:5432/mlflow_auth"}
+
+
+def test_ipv6_loopback_is_allowed_bare_and_with_any_port():
+    hosts = allowed_hosts({})
+    assert "[::1]" in hosts and "[[]::1]:*" in hosts
+
+
+def test_derived_host_list_without_a_public_url_is_loopback_and_the_service_name():
+    assert allowed_hosts({}) == ["localhost", "localhost:*", "127.0.0.1", "127.0.0.1:*", "[::1]", "[[]::1]:*",
+                                 "mlflow", "mlflow:*"]
+
+
+def test_ipv6_public_host_equal_to_loopback_is_not_repeated():
+    hosts = allowed_hosts({"MLFLOW_PUBLIC_URL": "http://[::1]:5000"})
+    assert hosts.count("[::1]") == 1 and hosts.count("[[]::1]:*") == 1
+
+
+def test_empty_secret_file_is_refused_naming_the_file(tmp_path):
+    (tmp_path / "pw").write_text("")
+    result = run_entrypoint({"MLFLOW_AUTH_ADMIN_PASSWORD_FILE": str(tmp_path / "pw")}, "true")
+    assert result.returncode == 1
+    assert result.stderr == (f"docker-entrypoint: error: {tmp_path / 'pw'} (MLFLOW_AUTH_ADMIN_PASSWORD_FILE) "
+                             "is empty\n")
+
+
+def test_public_url_with_a_path_gives_the_bare_host_and_the_origin_without_the_path():
+    env = exported(run_entrypoint({"MLFLOW_PUBLIC_URL": "https://h.example/mlflow/"}))
+    hosts = env["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
+    assert hosts[-2:] == ["h.example", "h.example:*"]
+    assert env["MLFLOW_SERVER_CORS_ALLOWED_ORIGINS"] == "https://h.example"
+
+
+def test_admin_username_defaults_to_admin_in_the_auth_ini(tmp_path):
+    result = auth_probe(tmp_path, AUTH_DB)
+    assert result.returncode == 0, result.stderr
+    assert "admin_username = admin" in result.stdout.splitlines()
+
+
+def test_admin_username_can_be_overridden(tmp_path):
+    result = auth_probe(tmp_path, {**AUTH_DB, "MLFLOW_AUTH_ADMIN_USERNAME": "root-admin"})
+    assert result.returncode == 0, result.stderr
+    assert "admin_username = root-admin" in result.stdout.splitlines()
+
+
+def test_default_permission_can_be_overridden(tmp_path):
+    result = auth_probe(tmp_path, {**AUTH_DB, "MLFLOW_AUTH_DEFAULT_PERMISSION": "READ"})
+    assert result.returncode == 0, result.stderr
+    assert "default_permission = READ" in result.stdout.splitlines()
+
+
+def test_auth_ini_is_an_mlflow_section(tmp_path):
+    result = auth_probe(tmp_path, AUTH_DB)
+    assert result.stdout.splitlines()[1:] == [
+        "[mlflow]", "default_permission = NO_PERMISSIONS",
+        "database_uri = postgresql+psycopg2://mlflow@db:5432/mlflow_auth", "admin_username = admin"]
+
+
+def test_empty_auth_database_uri_is_dropped_and_no_accounts_are_switched_on(tmp_path):
+    result = auth_probe(tmp_path, {"MLFLOW_AUTH_DATABASE_URI": ""})
+    assert (result.returncode, result.stdout) == (0, "args: server\n")
+    env = exported(run_entrypoint({"MLFLOW_AUTH_DATABASE_URI": ""}))
+    assert "MLFLOW_AUTH_DATABASE_URI" not in env and "MLFLOW_AUTH_CONFIG_PATH" not in env
+
+
+@pytest.mark.parametrize("name", ["PGPASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                  "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY",
+                                  "MLFLOW_TRACKING_PASSWORD"])
+def test_every_secret_variable_is_read_from_its_file(tmp_path, name):
+    (tmp_path / "secret").write_text(f"value-of-{name}")
+    env = exported(run_entrypoint({f"{name}_FILE": str(tmp_path / "secret")}))
+    assert env[name] == f"value-of-{name}" and f"{name}_FILE" not in env
+
+
+def test_service_name_can_be_overridden_in_the_host_list():
+    hosts = allowed_hosts({"MLFLOW_SERVICE_NAME": "tracking"})
+    assert hosts[-2:] == ["tracking", "tracking:*"] and "mlflow" not in hosts

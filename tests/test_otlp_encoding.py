@@ -154,8 +154,14 @@ def test_status_encodes_as_the_official_classes_do(status):
 
 
 def test_timestamps_up_to_the_largest_fixed64_encode_as_the_official_classes_do():
-    span = otlp.Span(b"\x01" * 16, b"\x02" * 8, "s", 1, 2**64 - 1)
+    span = otlp.Span(b"\x01" * 16, b"\x02" * 8, "s", 2**63, 2**64 - 1)
     assert otlp.encode_export_request([span], {}) == official_request([span], {}).SerializeToString()
+
+
+def test_empty_span_name_and_scope_name_are_left_out_as_the_official_classes_do():
+    span = otlp.Span(b"\x01" * 16, b"\x02" * 8, "", 1, 2)
+    assert (otlp.encode_export_request([span], {}, scope_name="")
+            == official_request([span], {}, scope_name="").SerializeToString())
 
 
 def test_default_scope_is_goose():
@@ -332,7 +338,8 @@ def test_empty_per_signal_endpoint_falls_back_to_the_base():
 
 @pytest.mark.parametrize("base, url", [("http://h:5000", "http://h:5000/v1/traces"),
                                        ("http://h:5000//", "http://h:5000/v1/traces"),
-                                       ("https://h.example/otel/", "https://h.example/otel/v1/traces")])
+                                       ("https://h.example/otel/", "https://h.example/otel/v1/traces"),
+                                       ("http://h/X", "http://h/X/v1/traces")])
 def test_base_endpoint_gets_v1_traces_appended_after_its_path(base, url):
     assert otlp.traces_endpoint({"OTEL_EXPORTER_OTLP_ENDPOINT": base}) == url
 

@@ -15,7 +15,7 @@ from errors import StackError
 # check_url: the public and tracking URLs the commands accept.
 
 @pytest.mark.parametrize("url", ["http://localhost:5000", "https://mlflow.example.com", "http://10.0.0.5:8080/mlflow",
-                                 "http://[::1]:5000", "http://h:1", "http://h:65535"])
+                                 "http://[::1]:5000", "http://h:1", "http://h:65535", "http://h.example/X"])
 def test_check_url_accepts_http_and_https_urls_as_written(url):
     assert cfg.check_url(url, "--tracking-uri") == url
 

@@ -8,14 +8,13 @@ import secrets
 from pathlib import Path
 
 import pytest
-
-import stack
 import stack_secrets
+from harness.commands import run_script
 from stack_secrets import SECRETS
 
 
 def test_every_secret_is_generated_readable_and_long_enough(tmp_path):
-    result = stack.run_script("stack_secrets.py", str(tmp_path))
+    result = run_script("stack_secrets.py", str(tmp_path))
     assert result.returncode == 0, result.stderr
     for name in SECRETS:
         value = (tmp_path / name).read_text()
@@ -26,27 +25,27 @@ def test_every_secret_is_generated_readable_and_long_enough(tmp_path):
 def test_secrets_differ_from_each_other_and_between_installs(tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
     first.mkdir(), second.mkdir()
-    stack.run_script("stack_secrets.py", str(first)), stack.run_script("stack_secrets.py", str(second))
+    run_script("stack_secrets.py", str(first)), run_script("stack_secrets.py", str(second))
     values = [(d / name).read_text() for d in (first, second) for name in SECRETS]
     assert len(set(values)) == len(values)
 
 
 def test_rerun_keeps_existing_secrets(tmp_path):
-    stack.run_script("stack_secrets.py", str(tmp_path))
+    run_script("stack_secrets.py", str(tmp_path))
     before = {name: (tmp_path / name).read_text() for name in SECRETS}
-    result = stack.run_script("stack_secrets.py", str(tmp_path))
+    result = run_script("stack_secrets.py", str(tmp_path))
     assert result.returncode == 0 and "kept" in result.stderr
     assert {name: (tmp_path / name).read_text() for name in SECRETS} == before
 
 
 def test_values_never_reach_the_output(tmp_path):
-    result = stack.run_script("stack_secrets.py", str(tmp_path))
+    result = run_script("stack_secrets.py", str(tmp_path))
     for name in SECRETS:
         assert (tmp_path / name).read_text() not in result.stdout + result.stderr
 
 
 def test_missing_directory_is_a_clear_error(tmp_path):
-    result = stack.run_script("stack_secrets.py", str(tmp_path / "absent"))
+    result = run_script("stack_secrets.py", str(tmp_path / "absent"))
     assert result.returncode == 1 and "is not a directory" in result.stderr
 
 
@@ -124,7 +123,7 @@ def test_empty_existing_secret_file_is_refused_and_left(tmp_path, capsys, conten
 
 def test_empty_existing_secret_file_is_refused_as_a_command_too(tmp_path):
     (tmp_path / "postgres-password").write_text("")
-    result = stack.run_script("stack_secrets.py", str(tmp_path))
+    result = run_script("stack_secrets.py", str(tmp_path))
     assert result.returncode == 1 and f"{tmp_path / 'postgres-password'} is empty" in result.stderr
     assert (tmp_path / "postgres-password").read_text() == ""
 
@@ -256,3 +255,14 @@ def test_help_names_the_imported_files(capsys, monkeypatch):
         stack_secrets.main(["--help"])
     out = capsys.readouterr().out
     assert "external-db-password, external-s3-access-key-id, external-s3-secret-access-key" in out
+
+
+def test_help_describes_the_command_and_its_arguments(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")
+    with pytest.raises(SystemExit):
+        stack_secrets.main(["--help"])
+    out = capsys.readouterr().out
+    assert "[--import-from DIR] directory" in out.splitlines()[0]
+    assert "Create the stack's random credentials if they do not exist yet." in out.splitlines()
+    assert re.search(r"^ +directory +where the secret files live \(the secrets volume\)$", out, re.MULTILINE)
+    assert "--import-from DIR" in out.split("options:")[1]

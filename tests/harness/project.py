@@ -80,6 +80,15 @@ def engine_problem() -> str | None:
     return None
 
 
+def require_compose_cli() -> None:
+    """Skip without the Compose CLI (it needs no engine); in CI (CI=true) fail instead."""
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return
+    if os.environ.get("CI"):
+        pytest.fail("the Compose CLI must be there in CI (.ci/run installs it)")
+    pytest.skip("no docker compose CLI")
+
+
 def require_engine() -> None:
     """Skip without an engine or images; in CI (CI=true) fail instead: nothing may skip there."""
     problem = engine_problem()

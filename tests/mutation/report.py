@@ -70,7 +70,7 @@ def run_mutmut(work: Path, max_children: int | None) -> int:
     if max_children:
         command += ["--max-children", str(max_children)]
     log_path = work / "mutmut.log"
-    log.info("running %s in %s (log: %s)", " ".join(command[1:]), work, log_path)
+    log.info("running %s in %s (log: %s)", " ".join(command[2:]), work, log_path)
     with open(log_path, "w") as out:
         return subprocess.run(command, cwd=work, stdout=out, stderr=subprocess.STDOUT).returncode
 
