@@ -175,8 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     below = failures(rows, gated, args.threshold)
     if below:
         log.error("below %g%% killed: %s", args.threshold, ", ".join(below))
-        return 1
-    return 0
+    log.info("next: make mutation MUTATION_ARGS=--show-surviving lists the survivors; "
+             "cd %s && mutmut show NAME (from .venv) prints one's diff", args.work)
+    return 1 if below else 0
 
 
 if __name__ == "__main__":
