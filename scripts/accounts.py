@@ -40,6 +40,17 @@ def password_works(base_url: str, name: str, password: str, cafile: str | None =
     return True
 
 
+def grant_experiment(client: MlflowClient, name: str, experiment_id: str) -> None:
+    """Give `name` exactly EXPERIMENT_PERMISSION on the experiment, replacing any other grant (MLflow
+    refuses a second grant for the same experiment, so a changed one is revoked first)."""
+    current = client.experiment_permission(name, experiment_id)
+    if current == EXPERIMENT_PERMISSION:
+        return
+    if current != "NO_PERMISSIONS":
+        client.revoke_experiment(name, experiment_id)
+    client.grant_experiment(name, experiment_id, EXPERIMENT_PERMISSION)
+
+
 def saved_password(env_file: Path) -> str | None:
     """The password an existing env file of ours carries, if any."""
     return envfile.parse(envfile.read_text(env_file)).get("MLFLOW_TRACKING_PASSWORD")
@@ -73,7 +84,7 @@ def ensure_account(client: MlflowClient, tracking_uri: str, name: str, experimen
             raise StackError(f"user {name} exists but {env_file} holds no working password; "
                              "rerun with --rotate to issue a new one")
         action = "kept"
-    client.grant_experiment(name, experiment_id, EXPERIMENT_PERMISSION)
+    grant_experiment(client, name, experiment_id)
     return password, action
 
 

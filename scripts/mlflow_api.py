@@ -195,15 +195,18 @@ class MlflowClient:
     def delete_user(self, name: str) -> None:
         self.request("DELETE", "/api/2.0/mlflow/users/delete", {"username": name})
 
+    def experiment_permission(self, name: str, experiment_id: str) -> str:
+        """The permission `name` holds on the experiment (NO_PERMISSIONS when none)."""
+        return self.request("GET", "/api/3.0/mlflow/users/permissions/get", query={
+            "username": name, "resource_type": "experiment", "resource_id": experiment_id})["permission"]
+
     def grant_experiment(self, name: str, experiment_id: str, permission: str) -> None:
-        """Give `name` this permission on the experiment; a grant that exists is left as it is."""
-        try:
-            self.request("POST", "/api/3.0/mlflow/users/permissions/grant", {
-                "username": name, "resource_type": "experiment", "resource_id": experiment_id,
-                "permission": permission})
-        except MlflowApiError as exc:
-            if exc.code != "RESOURCE_ALREADY_EXISTS":
-                raise
+        self.request("POST", "/api/3.0/mlflow/users/permissions/grant", {
+            "username": name, "resource_type": "experiment", "resource_id": experiment_id, "permission": permission})
+
+    def revoke_experiment(self, name: str, experiment_id: str) -> None:
+        self.request("POST", "/api/3.0/mlflow/users/permissions/revoke", {
+            "username": name, "resource_type": "experiment", "resource_id": experiment_id})
 
 
 def ensure_experiment(client: MlflowClient, name: str) -> tuple[str, str]:

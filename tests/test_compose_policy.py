@@ -197,6 +197,12 @@ def test_team_mode_needs_a_public_url():
         load_compose({}, team=True)
 
 
+def test_team_modes_database_job_also_creates_the_accounts_database():
+    assert SERVICES["database"]["environment"]["MLFLOW_DATABASES"] == "mlflow"
+    assert TEAM["database"]["environment"]["MLFLOW_DATABASES"].split(",") == ["mlflow", "mlflow_auth"]
+    assert TEAM["mlflow"]["environment"]["MLFLOW_AUTH_DATABASE_URI"].endswith("/mlflow_auth")
+
+
 def test_team_mode_turns_accounts_on_with_generated_secrets():
     env = TEAM["mlflow"]["environment"]
     assert env["MLFLOW_AUTH_DATABASE_URI"].startswith("postgresql+psycopg2://mlflow@")

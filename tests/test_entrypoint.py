@@ -6,6 +6,7 @@ import os
 import subprocess
 
 import pytest
+from harness.compose_file import load_compose
 from harness.native import ENTRYPOINT
 
 
@@ -198,9 +199,20 @@ def test_empty_auth_database_uri_is_dropped_and_no_accounts_are_switched_on(tmp_
     assert "MLFLOW_AUTH_DATABASE_URI" not in env and "MLFLOW_AUTH_CONFIG_PATH" not in env
 
 
-@pytest.mark.parametrize("name", ["PGPASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                                  "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY",
-                                  "MLFLOW_TRACKING_PASSWORD"])
+def file_variables_of_the_mlflow_image() -> list[str]:
+    """Every X of an X_FILE that a compose file gives a container of the MLflow image (whose entrypoint reads it)."""
+    settings = {"MLFLOW_PUBLIC_URL": "https://m.example", "EXTERNAL_DATABASE_URI": "postgresql+psycopg2://r@h/d",
+                "EXTERNAL_ARTIFACTS_DESTINATION": "s3://b/p"}
+    image = load_compose()["services"]["mlflow"]["image"]
+    names = set()
+    for team, external in ((False, False), (True, False), (False, True), (True, True)):
+        for service in load_compose(settings, team, external)["services"].values():
+            if service["image"] == image:
+                names |= {key.removesuffix("_FILE") for key in service.get("environment") or {} if key.endswith("_FILE")}
+    return sorted(names)
+
+
+@pytest.mark.parametrize("name", file_variables_of_the_mlflow_image())
 def test_every_secret_variable_is_read_from_its_file(tmp_path, name):
     (tmp_path / "secret").write_text(f"value-of-{name}")
     env = exported(run_entrypoint({f"{name}_FILE": str(tmp_path / "secret")}))

@@ -8,6 +8,7 @@ and the bucket.
 
 from __future__ import annotations
 
+import copy
 import json
 import urllib.error
 import urllib.request
@@ -224,3 +225,38 @@ def test_database_job_refuses_a_database_name_that_is_not_an_identifier(native_s
     assert refused.returncode == 1
     assert refused.stderr.strip().splitlines() == [
         "create_database: error: database 'mlflow;drop' is not a plain identifier; use a-z, 0-9 and _ (at most 63)"]
+
+
+def test_search_traces_applies_the_filter(native_stack, bootstrapped, emitted):
+    client = MlflowClient(native_stack.mlflow_url)
+    experiment_id = experiment_id_in(bootstrapped)
+    hits, _ = client.search_traces(experiment_id, filter_string=f"metadata.`mlflow.trace.session` = '{emitted[1]}'")
+    misses, _ = client.search_traces(experiment_id, filter_string="metadata.`mlflow.trace.session` = 'no-such'")
+    assert [trace["trace_id"] for trace in hits] == [emitted[0]] and misses == []
+
+
+def test_env_file_the_bootstrap_creates_is_world_readable_and_owner_writable(bootstrapped):
+    assert bootstrapped.stat().st_mode & 0o777 == 0o644
+
+
+def test_bucket_job_with_a_wrong_key_fails_naming_the_bucket(native_stack, tmp_path):
+    compose = copy.deepcopy(native_stack.compose)
+    (tmp_path / "wrong-key").write_text("not-the-secret-key")
+    compose["services"]["bucket"]["environment"]["AWS_SECRET_ACCESS_KEY_FILE"] = str(tmp_path / "wrong-key")
+    refused = native_stack.run_job("bucket", "--bucket", "another-bucket", compose=compose)
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("create_bucket: error: bucket another-bucket at http://127.0.0.1:")
+    assert "(403)" in refused.stderr
+
+
+def test_database_job_refuses_to_create_a_role_without_a_password(native_stack):
+    env = {"PGHOST": "127.0.0.1", "PGPORT": str(native_stack.postgres.port), "PGUSER": "postgres",
+           "PGPASSWORD": native_stack.secret("postgres-password"), "MLFLOW_DB_PASSWORD": ""}
+    refused = run_script("create_database.py", "--role", "nopassword", "--databases", "", env=env)
+    assert refused.returncode == 1
+    assert "role nopassword is missing and MLFLOW_DB_PASSWORD is empty" in refused.stderr
+    admin = psycopg2.connect(native_stack.database_uri("postgres", native_stack.secret("postgres-password"), "postgres"))
+    with admin.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_roles WHERE rolname = 'nopassword'")
+        assert cursor.fetchone() == (0,)
+    admin.close()

@@ -184,3 +184,61 @@ def test_bootstrap_without_admin_credentials_is_refused(team_stack, tmp_path):
     result = run_script("bootstrap.py", "--tracking-uri", team_stack.url, "--user", "frank",
                               "--users-dir", str(tmp_path / "users"), env=env)
     assert result.returncode == 1 and "401" in result.stderr
+
+
+def test_rerun_of_make_user_repairs_a_changed_grant(team_stack, tmp_path):
+    assert user_file(team_stack, tmp_path, "judy").returncode == 0
+    values = env_values(tmp_path / "users" / "judy.env")
+    client = admin(team_stack)
+    client.revoke_experiment("judy", experiment_id(team_stack))
+    client.grant_experiment("judy", experiment_id(team_stack), "READ")
+    headers = {"x-mlflow-experiment-id": experiment_id(team_stack),
+               "Authorization": cfg.basic_auth("judy", values["MLFLOW_TRACKING_PASSWORD"])}
+    assert send(team_stack, headers) == 403
+    assert user_file(team_stack, tmp_path, "judy").returncode == 0
+    assert client.experiment_permission("judy", experiment_id(team_stack)) == "EDIT"
+    assert send(team_stack, headers) == 200
+
+
+def test_granting_to_a_missing_user_is_an_error_not_ignored(team_stack):
+    with pytest.raises(MlflowApiError) as missing:
+        admin(team_stack).grant_experiment(f"nobody-{uuid.uuid4().hex[:6]}", experiment_id(team_stack), "EDIT")
+    assert missing.value.status == 404
+
+
+def test_remove_user_by_a_non_admin_is_refused_and_keeps_the_file(team_stack, alice):
+    path, _ = alice
+    env = {**os.environ, "MLFLOW_TRACKING_USERNAME": "alice",
+           "MLFLOW_TRACKING_PASSWORD": env_values(path)["MLFLOW_TRACKING_PASSWORD"]}
+    refused = run_script("bootstrap.py", "--tracking-uri", team_stack.url, "--remove-user", "alice",
+                         "--env-file", str(path), env=env)
+    assert refused.returncode == 1 and "403" in refused.stderr
+    assert path.exists() and admin(team_stack).get_user("alice") is not None
+
+
+def test_a_user_file_that_is_not_text_is_refused_before_the_account_exists(team_stack, tmp_path):
+    (tmp_path / "users").mkdir(mode=0o700)
+    (tmp_path / "users" / "gina.env").write_bytes(b"\xff\xfe")
+    refused = user_file(team_stack, tmp_path, "gina")
+    assert refused.returncode == 1 and "is not UTF-8 text" in refused.stderr
+    assert admin(team_stack).get_user("gina") is None
+
+
+def test_remove_user_deletes_the_file_named_by_env_file_and_no_other(team_stack, tmp_path):
+    named = tmp_path / "elsewhere" / "hank.env"
+    named.parent.mkdir()
+    where = ("--users-dir", str(tmp_path / "users"), "--env-file", str(named))
+    assert team_stack.run_job("bootstrap", "--public-url", team_stack.url, "--user", "hank", *where).returncode == 0
+    other = tmp_path / "users" / "hank.env"
+    other.parent.mkdir(exist_ok=True)
+    other.write_text("mine\n")
+    assert team_stack.run_job("bootstrap", "--remove-user", "hank", *where).returncode == 0
+    assert not named.exists() and other.read_text() == "mine\n"
+
+
+def test_remove_user_deletes_the_file_of_an_account_already_gone(team_stack, tmp_path):
+    assert user_file(team_stack, tmp_path, "ivan").returncode == 0
+    admin(team_stack).delete_user("ivan")
+    removed = team_stack.run_job("bootstrap", "--remove-user", "ivan", "--users-dir", str(tmp_path / "users"))
+    assert removed.returncode == 0 and "no such user" in removed.stdout
+    assert not (tmp_path / "users" / "ivan.env").exists()
