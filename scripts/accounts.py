@@ -51,6 +51,18 @@ def grant_experiment(client: MlflowClient, name: str, experiment_id: str) -> Non
     client.grant_experiment(name, experiment_id, EXPERIMENT_PERMISSION)
 
 
+def check_managed_by_the_stack(client: MlflowClient, experiment: str, experiment_id: str) -> None:
+    """Refuse an experiment a person manages: whoever created it (MLflow gives the creator MANAGE)
+    could rename or delete it under everyone's env file, or hold it as a decoy of the team's."""
+    for user in client.list_users():
+        if user["is_admin"]:
+            continue
+        if client.experiment_permission(user["username"], experiment_id) == "MANAGE":
+            raise StackError(
+                f"experiment {experiment!r} (id {experiment_id}) is managed by {user['username']}, not by the "
+                f"stack; rename or delete it as the admin (docs/security.md), then rerun")
+
+
 def saved_password(env_file: Path) -> str | None:
     """The password an existing env file of ours carries, if any."""
     return envfile.parse(envfile.read_text(env_file)).get("MLFLOW_TRACKING_PASSWORD")

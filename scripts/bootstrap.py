@@ -143,6 +143,7 @@ def add_user(client: MlflowClient, args: argparse.Namespace, public_url: str, ex
     check_env_file(env_file)  # before MLflow is touched: bad input changes nothing
     wait_for_mlflow(client, args.timeout)
     experiment_id, lines = goose_experiment(client, experiment, public_url)
+    accounts.check_managed_by_the_stack(client, experiment, experiment_id)
     password, account = accounts.ensure_account(client, client.base_url, args.user, experiment_id, env_file,
                                                 args.rotate)
     values = cfg.goose_env(public_url, experiment_id, auth=(args.user, password), ca_file=args.ca_file)

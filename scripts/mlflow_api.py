@@ -178,6 +178,10 @@ class MlflowClient:
         """The account these credentials belong to; 401 when they are wrong."""
         return self.request("GET", "/api/2.0/mlflow/users/current")["user"]
 
+    def list_users(self) -> list[dict[str, Any]]:
+        """Every account, with its `username` and `is_admin`."""
+        return self.request("GET", "/api/2.0/mlflow/users/list")["users"]
+
     def get_user(self, name: str) -> dict[str, Any] | None:
         try:
             return self.request("GET", "/api/2.0/mlflow/users/get", query={"username": name})["user"]

@@ -27,6 +27,7 @@ SECRETS = {
     "minio-root-password": 24,    # MinIO root secret key (MinIO wants >= 8 chars)
     "mlflow-admin-password": 24,  # MLflow basic-auth admin, team mode (MLflow wants >= 12 chars)
     "mlflow-secret-key": 32,      # MLflow's Flask secret key (sessions, CSRF), team mode
+    "mlflow-kek-passphrase": 32,  # encrypts the AI Gateway's stored provider keys
 }
 # Credentials of external services, copied in by --import-from when present.
 IMPORTED = ("external-db-password", "external-s3-access-key-id", "external-s3-secret-access-key")

@@ -17,6 +17,8 @@ import pytest
 from harness.commands import run_script
 from harness.compose_file import load_compose
 from harness.native import NativeStack, free_port, stop_processes
+from harness.project import clean_copy, require_engine
+from harness.team import TeamDeployment
 from harness.tripwire import Tripwire
 
 
@@ -81,3 +83,15 @@ def team_stack(native_stack: NativeStack) -> Iterator[TeamStack]:
         yield team
     finally:
         stop_processes([server])
+
+
+@pytest.fixture(scope="session")
+def team_deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TeamDeployment]:
+    """Team mode under the Docker engine, shared by the team and security suites: alice and bob have accounts."""
+    require_engine()
+    deployment = TeamDeployment(clean_copy(tmp_path_factory.mktemp("team-copy")))
+    try:
+        deployment.start(("alice", "bob"))
+        yield deployment
+    finally:
+        deployment.down()

@@ -73,7 +73,8 @@ def config_view(service: dict) -> dict:
     return {
         "image": service.get("image"),
         "command": service.get("command"),
-        "environment": {key: "" if value is None else str(value)
+        # `config` prints a literal $ as $$, ready to be read again.
+        "environment": {key: "" if value is None else str(value).replace("$$", "$")
                         for key, value in (service.get("environment") or {}).items()},
         "depends_on": {name: spec["condition"] for name, spec in (service.get("depends_on") or {}).items()},
         "ports": sorted((item.get("host_ip", ""), str(item["published"]), int(item["target"]))

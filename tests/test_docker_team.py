@@ -1,8 +1,7 @@
 """Team mode under a real Docker engine: `make team-up`, accounts, TLS proxy, caps, nothing else exposed.
 
-The public name is `localhost` on free ports and the proxy binds 127.0.0.1
-only, so the test never listens beyond this machine; the certificate comes
-from the proxy's locally generated CA and every client verifies it.
+The deployment (conftest's team_deployment, harness/team.py) is shared with
+the security suite; alice and bob have accounts.
 """
 
 from __future__ import annotations
@@ -13,51 +12,21 @@ import uuid
 
 import pytest
 
-import envfile
-from harness.commands import source_and_emit
-from harness.native import free_port
 import stack_config as cfg
-from harness.project import ComposeProject, clean_copy, require_engine
-from mlflow_api import MlflowClient
+from harness.commands import source_and_emit
 
 pytestmark = pytest.mark.docker
 
 
 @pytest.fixture(scope="module")
-def team(tmp_path_factory):
-    require_engine()
-    https_port, http_port = free_port(), free_port()
-    deployment = ComposeProject(clean_copy(tmp_path_factory.mktemp("team-copy")), {
-        "COMPOSE_FILE": "compose.yaml:compose.team.yaml",
-        "MLFLOW_PUBLIC_URL": f"https://localhost:{https_port}",
-        "TEAM_HTTPS_PORT": str(https_port), "TEAM_HTTP_PORT": str(http_port),
-        "TEAM_BIND_ADDRESS": "127.0.0.1"})
-    deployment.https_port, deployment.http_port = https_port, http_port
-    try:
-        deployment.up_output = deployment.up("team-up")
-        deployment.run("make", "team-ca")
-        deployment.ca = str(deployment.directory / "users" / "ca.crt")
-        deployment.user_output = deployment.run("make", "user", "NAME=alice", f"CA_FILE={deployment.ca}").stdout
-        yield deployment
-    finally:
-        deployment.down()
-
-
-def alice(team) -> dict[str, str]:
-    return envfile.parse((team.directory / "users" / "alice.env").read_text())
+def team(team_deployment):
+    return team_deployment
 
 
 def https(team, method: str, path: str, headers: dict[str, str] | None = None, body: bytes | None = None,
           with_ca: bool = True) -> tuple[int, dict[str, str]]:
-    context = ssl.create_default_context(cafile=team.ca) if with_ca else ssl.create_default_context()
-    connection = http.client.HTTPSConnection("localhost", team.https_port, context=context, timeout=60)
-    try:
-        connection.request(method, path, body=body, headers=headers or {})
-        response = connection.getresponse()
-        response.read()
-        return response.status, dict(response.getheaders())
-    finally:
-        connection.close()
+    status, response_headers, _ = team.request(method, path, headers, body, with_ca=with_ca)
+    return status, response_headers
 
 
 def test_team_up_brings_the_stack_up_behind_the_proxy(team):
@@ -94,18 +63,15 @@ def test_otlp_with_a_wrong_password_is_refused(team):
 
 
 def test_user_env_file_sourced_by_the_sdk_lands_a_trace_over_tls(team):
-    trace_id = source_and_emit(team.directory / "users" / "alice.env", f"team-{uuid.uuid4().hex[:6]}")
-    values = alice(team)
-    client = MlflowClient(team.url, cafile=team.ca, headers={
-        "Authorization": cfg.basic_auth("alice", values["MLFLOW_TRACKING_PASSWORD"])})
-    assert client.get_trace(trace_id)["trace_info"]["trace_id"] == trace_id
+    trace_id = source_and_emit(team.person_env_file("alice"), f"team-{uuid.uuid4().hex[:6]}")
+    assert team.client("alice").get_trace(trace_id)["trace_info"]["trace_id"] == trace_id
 
 
 def test_user_env_file_points_at_the_public_url_and_the_ca(team):
-    values = alice(team)
+    values = team.values("alice")
     assert values["OTEL_EXPORTER_OTLP_ENDPOINT"] == team.url and values["OTEL_EXPORTER_OTLP_CERTIFICATE"] == team.ca
-    assert (team.directory / "users" / "alice.env").stat().st_mode & 0o777 == 0o600
-    assert values["MLFLOW_TRACKING_PASSWORD"] not in team.user_output
+    assert team.person_env_file("alice").stat().st_mode & 0o777 == 0o600
+    assert values["MLFLOW_TRACKING_PASSWORD"] not in team.user_output["alice"]
 
 
 def test_make_verify_passes_with_the_user_env_file(team):
@@ -114,12 +80,9 @@ def test_make_verify_passes_with_the_user_env_file(team):
 
 
 def test_user_cannot_write_to_another_experiment(team):
-    admin = MlflowClient(team.url, cafile=team.ca, headers={
-        "Authorization": cfg.basic_auth("admin", team.secret("mlflow-admin-password"))})
-    other = admin.create_experiment(f"private-{uuid.uuid4().hex[:6]}")
+    other = team.client("admin").create_experiment(f"private-{uuid.uuid4().hex[:6]}")
     status, _ = https(team, "POST", "/v1/traces", {
-        "x-mlflow-experiment-id": other, "Content-Type": "application/x-protobuf",
-        "Authorization": cfg.basic_auth("alice", alice(team)["MLFLOW_TRACKING_PASSWORD"])}, b"\x0a\x00")
+        "x-mlflow-experiment-id": other, "Content-Type": "application/x-protobuf", **team.auth("alice")}, b"\x0a\x00")
     assert status == 403
 
 
@@ -155,7 +118,7 @@ def test_plain_http_port_redirects_to_https(team):
     connection = http.client.HTTPConnection("localhost", team.http_port, timeout=30)
     connection.request("GET", "/health")
     response = connection.getresponse()
-    assert response.status in (301, 308) and response.getheader("Location").startswith("https://")
+    assert response.status == 308 and response.getheader("Location") == f"{team.url}/health"
 
 
 def test_database_and_object_store_are_not_reachable_from_the_host(team):
@@ -163,7 +126,7 @@ def test_database_and_object_store_are_not_reachable_from_the_host(team):
 
 
 def test_rerun_of_make_user_keeps_the_same_file(team):
-    before = (team.directory / "users" / "alice.env").read_bytes()
+    before = team.person_env_file("alice").read_bytes()
     result = team.run("make", "user", "NAME=alice", f"CA_FILE={team.ca}")
     assert "(kept;" in result.stdout
-    assert (team.directory / "users" / "alice.env").read_bytes() == before
+    assert team.person_env_file("alice").read_bytes() == before

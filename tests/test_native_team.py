@@ -242,3 +242,13 @@ def test_remove_user_deletes_the_file_of_an_account_already_gone(team_stack, tmp
     removed = team_stack.run_job("bootstrap", "--remove-user", "ivan", "--users-dir", str(tmp_path / "users"))
     assert removed.returncode == 0 and "no such user" in removed.stdout
     assert not (tmp_path / "users" / "ivan.env").exists()
+
+
+def test_make_user_refuses_an_experiment_a_teammate_manages(team_stack, alice, tmp_path):
+    decoy = f"decoy-{uuid.uuid4().hex[:6]}"
+    experiment = as_user(team_stack, env_values(alice[0])).create_experiment(decoy)  # alice now MANAGEs it
+    refused = user_file(team_stack, tmp_path, "kate", "--experiment", decoy)
+    assert refused.returncode == 1
+    assert (f"experiment {decoy!r} (id {experiment}) is managed by alice, not by the stack"
+            in refused.stderr)
+    assert not (tmp_path / "users" / "kate.env").exists() and admin(team_stack).get_user("kate") is None

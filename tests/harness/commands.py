@@ -22,12 +22,16 @@ def run_script(name: str, *args: str, env: Mapping[str, str] | None = None,
     return subprocess.run(command, capture_output=True, text=True, env=full_env, cwd=cwd, timeout=300)
 
 
+def run_sourced(env_file: Path, *command: str) -> subprocess.CompletedProcess:
+    """`source ENV_FILE && COMMAND` in bash with a bare environment, as a teammate's shell runs it."""
+    clean_env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root")}
+    return subprocess.run(["bash", "-c", 'source "$1" && shift && exec "$@"', "sourced", str(env_file), *command],
+                          capture_output=True, text=True, env=clean_env, timeout=300)
+
+
 def source_and_emit(env_file: Path, session_id: str) -> str:
     """Source the env file in bash, then export a session with the stock SDK; returns the MLflow trace id."""
-    clean_env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root")}
-    result = subprocess.run(["bash", "-c", 'source "$1" && exec "$2" "$3" "$4"', "emit",
-                             str(env_file), sys.executable, str(EMITTER), session_id],
-                            capture_output=True, text=True, env=clean_env, timeout=120)
+    result = run_sourced(env_file, sys.executable, str(EMITTER), session_id)
     assert result.returncode == 0, result.stderr
     return "tr-" + result.stdout.strip()
 

@@ -20,7 +20,7 @@ TEAM_COMPOSE_FILE = REPO / "compose.team.yaml"
 EXTERNAL_COMPOSE_FILE = REPO / "compose.external.yaml"
 SECRETS_IN_CONTAINER = "/run/secrets/stack"
 
-_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([-?])([^${}]*))?\}")
+_EXPRESSION = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::([-?])(.*))?", re.S)
 
 
 def compose_files(team: bool = False, external: bool = False) -> list[Path]:
@@ -28,22 +28,44 @@ def compose_files(team: bool = False, external: bool = False) -> list[Path]:
     return [COMPOSE_FILE] + ([TEAM_COMPOSE_FILE] if team else []) + ([EXTERNAL_COMPOSE_FILE] if external else [])
 
 
-def _substitute(match: re.Match, environ: Mapping[str, str]) -> str:
-    name, kind, text = match.groups()
-    if environ.get(name):
-        return environ[name]
-    if kind == "?":
-        raise KeyError(f"{name}: {text}")
-    return text or ""
+def _closing_brace(value: str, start: int) -> int:
+    """The index of the `}` closing the `${` at `start`, nested `${...}` included."""
+    depth = 0
+    for index in range(start, len(value)):
+        if value.startswith("${", index):
+            depth += 1
+        elif value[index] == "}":
+            depth -= 1
+            if depth == 0:
+                return index
+    raise ValueError(f"unclosed ${{ in {value!r}")
 
 
 def interpolate(value: str, environ: Mapping[str, str]) -> str:
-    """Compose's ${VAR}, ${VAR:-default} and ${VAR:?error}, innermost first (defaults may nest)."""
-    while True:
-        new = _VARIABLE.sub(lambda m: _substitute(m, environ), value)
-        if new == value:
-            return new
-        value = new
+    """Compose's ${VAR}, ${VAR:-default} (defaults may nest), ${VAR:?error} and $$ for a literal $.
+
+    As in Compose, a set but empty variable counts as unset for :- and :?.
+    """
+    out: list[str] = []
+    index = 0
+    while index < len(value):
+        if value.startswith("$$", index):
+            out.append("$")
+            index += 2
+        elif value.startswith("${", index):
+            end = _closing_brace(value, index)
+            name, kind, text = _EXPRESSION.fullmatch(value[index + 2:end]).groups()
+            if environ.get(name):
+                out.append(environ[name])
+            elif kind == "?":
+                raise KeyError(f"{name}: {text}")
+            else:
+                out.append(interpolate(text or "", environ))
+            index = end + 1
+        else:
+            out.append(value[index])
+            index += 1
+    return "".join(out)
 
 
 def _interpolate_tree(node: Any, environ: Mapping[str, str]) -> Any:

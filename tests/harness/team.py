@@ -1,0 +1,72 @@
+"""Team mode as teammates meet it: a throwaway team-mode project behind its TLS proxy, with accounts.
+
+The public name is `localhost` on free ports and the proxy binds 127.0.0.1
+only, so nothing listens beyond this machine; the certificate comes from the
+proxy's locally generated CA and every client verifies it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ssl
+from pathlib import Path
+
+import envfile
+import stack_config as cfg
+from harness.native import free_port
+from harness.project import ComposeProject
+from mlflow_api import MlflowClient
+
+
+class TeamDeployment(ComposeProject):
+    """`make team-up`, `make team-ca` and `make user` for each person, in a clean copy."""
+
+    def __init__(self, directory: Path) -> None:
+        self.https_port, self.http_port = free_port(), free_port()
+        super().__init__(directory, {
+            "COMPOSE_FILE": "compose.yaml:compose.team.yaml",
+            "MLFLOW_PUBLIC_URL": f"https://localhost:{self.https_port}",
+            "TEAM_HTTPS_PORT": str(self.https_port), "TEAM_HTTP_PORT": str(self.http_port),
+            "TEAM_BIND_ADDRESS": "127.0.0.1"})
+        self.ca = str(directory / "users" / "ca.crt")
+        self.up_output = ""
+        self.user_output: dict[str, str] = {}
+
+    def start(self, people: tuple[str, ...]) -> None:
+        self.up_output = self.up("team-up")
+        self.run("make", "team-ca")
+        self.user_output = {name: self.run("make", "user", f"NAME={name}", f"CA_FILE={self.ca}").stdout
+                            for name in people}
+
+    def person_env_file(self, name: str) -> Path:
+        return self.directory / "users" / f"{name}.env"
+
+    def values(self, name: str) -> dict[str, str]:
+        return envfile.parse(self.person_env_file(name).read_text())
+
+    def password(self, name: str) -> str:
+        return self.values(name)["MLFLOW_TRACKING_PASSWORD"]
+
+    def auth(self, name: str) -> dict[str, str]:
+        password = self.secret("mlflow-admin-password") if name == "admin" else self.password(name)
+        return {"Authorization": cfg.basic_auth(name, password)}
+
+    def client(self, name: str = "admin") -> MlflowClient:  # type: ignore[override]
+        """MLflow's API through the proxy as `name`, verifying the certificate with the team's CA."""
+        return MlflowClient(self.url, headers=self.auth(name), cafile=self.ca)
+
+    def request(self, method: str, path: str, headers: dict[str, str] | None = None, body: bytes | None = None,
+                with_ca: bool = True, port: int | None = None) -> tuple[int, dict[str, str], bytes]:
+        """One HTTPS request to the proxy (plain HTTP when `port` is the HTTP port): status, headers, body."""
+        if port == self.http_port:
+            connection: http.client.HTTPConnection = http.client.HTTPConnection("localhost", port, timeout=60)
+        else:
+            context = ssl.create_default_context(cafile=self.ca) if with_ca else ssl.create_default_context()
+            connection = http.client.HTTPSConnection("localhost", port or self.https_port, context=context,
+                                                     timeout=60)
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            connection.close()

@@ -1,0 +1,249 @@
+"""Team mode against a hostile teammate: each finding of the probe (docs/security.md), replayed as the
+attacker did it, through the real proxy, with two real accounts.
+
+bob is the attacker; alice holds a private experiment with a run artifact and
+a trace. A test named test_exposure_... asserts a hole only MLflow can close,
+exactly as docs/security.md states it: the day a pinned release closes it, the
+test fails, and the docs are corrected with it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import socket
+import ssl
+import sys
+import time
+import uuid
+
+import pytest
+
+import otlp
+from harness.commands import run_sourced
+
+pytestmark = pytest.mark.docker
+
+SECRET_ARTIFACT = b"alice's private notes"
+
+
+@pytest.fixture(scope="module")
+def team(team_deployment):
+    return team_deployment
+
+
+@pytest.fixture(scope="module")
+def goose_traces(team) -> str:
+    return str(team.client("admin").get_experiment_by_name("goose-traces")["experiment_id"])
+
+
+@pytest.fixture(scope="module")
+def alices_private(team) -> dict[str, str]:
+    """alice's own experiment (only she may read it) with a run artifact and a trace."""
+    alice = team.client("alice")
+    experiment_id = alice.create_experiment(f"alice-private-{uuid.uuid4().hex[:6]}")
+    run_id = alice.create_run(experiment_id)
+    key = f"{experiment_id}/{run_id}/artifacts/notes.txt"
+    status, _, _ = team.request("PUT", f"/api/2.0/mlflow-artifacts/artifacts/{key}", team.auth("alice"),
+                                SECRET_ARTIFACT)
+    assert status == 200
+    spans = otlp.goose_session(f"alice-{uuid.uuid4().hex[:6]}")
+    status, _, _ = otlp_post(team, "alice", experiment_id, spans)
+    assert status == 200
+    return {"experiment_id": experiment_id, "run_id": run_id, "key": key,
+            "trace_id": "tr-" + spans[0].trace_id.hex(), "trace_bytes": spans[0].trace_id.hex()}
+
+
+def otlp_post(team, person: str, experiment_id: str, spans: list[otlp.Span], **headers: str):
+    body = otlp.encode_export_request(spans, {"service.name": "goose"})
+    return team.request("POST", "/v1/traces", {
+        "x-mlflow-experiment-id": experiment_id, "Content-Type": "application/x-protobuf", **team.auth(person),
+        **headers}, body)
+
+
+def api(team, person: str, method: str, path: str, body: dict | None = None, **headers: str):
+    status, _, reply = team.request(method, path, {**team.auth(person), "Content-Type": "application/json",
+                                                   **headers}, json.dumps(body).encode() if body is not None else None)
+    return status, reply
+
+
+# HIGH -----------------------------------------------------------------------
+
+def test_high_model_version_sourced_from_the_bucket_is_refused(team, alices_private):
+    """Finding: a model version whose source is s3://<bucket>/<experiment>/<run> let any account read any
+    object of the bucket through get-artifact, fetched with the store's own credentials."""
+    model = f"bob-model-{uuid.uuid4().hex[:6]}"
+    assert api(team, "bob", "POST", "/api/2.0/mlflow/registered-models/create", {"name": model})[0] == 200
+    status, reply = api(team, "bob", "POST", "/api/2.0/mlflow/model-versions/create", {
+        "name": model, "source": f"s3://mlflow-artifacts/{alices_private['experiment_id']}/"
+                                 f"{alices_private['run_id']}/artifacts"})
+    assert status == 400 and b"Invalid model version source" in reply
+    status, reply = api(team, "bob", "GET", f"/api/2.0/mlflow/model-versions/get-artifact?name={model}"
+                                            "&version=1&path=notes.txt")
+    assert status != 200 and SECRET_ARTIFACT not in reply
+
+
+def test_high_fix_keeps_prompts_working_for_an_account(team):
+    name = f"bob-prompt-{uuid.uuid4().hex[:6]}"
+    result = run_sourced(team.person_env_file("bob"), sys.executable, "-c",
+                         "import sys, mlflow; p = mlflow.genai.register_prompt(name=sys.argv[1], template='Hi {{x}}');"
+                         "print(mlflow.genai.load_prompt(f'prompts:/{sys.argv[1]}/{p.version}').template)", name)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "Hi {{x}}"
+
+
+def test_high_alices_artifact_is_not_readable_by_bob_directly(team, alices_private):
+    status, reply = api(team, "bob", "GET", f"/api/2.0/mlflow-artifacts/artifacts/{alices_private['key']}")
+    assert status == 403 and SECRET_ARTIFACT not in reply
+
+
+def test_exposure_spans_sent_to_bobs_experiment_land_in_alices_trace_until_mlflow_3_18(team, goose_traces,
+                                                                                      alices_private):
+    """Finding: MLflow 3.17.2 checks only the header's experiment on /v1/traces, so bob, who may write to
+    goose-traces, adds spans to a trace of alice's private experiment by reusing its trace id. 3.18.0
+    checks the trace's own experiment; docs/security.md says so. When this test fails, the pinned
+    MLflow closed it: turn it into a refusal test and correct the docs."""
+    span = otlp.Span(bytes.fromhex(alices_private["trace_bytes"]), os.urandom(8), "bob was here",
+                     time.time_ns(), time.time_ns() + 1000)
+    status, _, _ = otlp_post(team, "bob", goose_traces, [span])
+    assert status == 200
+    names = [item["name"] for item in team.client("alice").get_trace(alices_private["trace_id"])["spans"]]
+    assert "bob was here" in names
+
+
+# MEDIUM ---------------------------------------------------------------------
+
+def test_medium_compressed_request_body_is_refused_at_the_proxy(team, goose_traces):
+    """Finding: a 1 MB gzip body expanded without bound inside MLflow (711 MiB to 2.57 GiB)."""
+    body = gzip.compress(otlp.encode_export_request(otlp.goose_session("gzip"), {"service.name": "goose"}))
+    status, _, reply = team.request("POST", "/v1/traces", {
+        "x-mlflow-experiment-id": goose_traces, "Content-Type": "application/x-protobuf",
+        "Content-Encoding": "gzip", **team.auth("bob")}, body)
+    assert status == 415 and b"compressed request bodies are refused" in reply
+
+
+def test_medium_uncompressed_otlp_still_lands(team, goose_traces):
+    assert otlp_post(team, "bob", goose_traces, otlp.goose_session("plain"))[0] == 200
+
+
+def test_medium_mlflow_is_memory_limited(team):
+    assert team.container("mlflow").attrs["HostConfig"]["Memory"] == 2 * 1024**3
+
+
+@pytest.mark.parametrize("prefix", ["/api/2.0", "/ajax-api/2.0"])
+def test_medium_a_teammate_cannot_rename_the_shared_experiment(team, goose_traces, prefix):
+    """Finding: EDIT on goose-traces let anyone rename it, so the next make user made a second one."""
+    status, reply = api(team, "bob", "POST", f"{prefix}/mlflow/experiments/update",
+                        {"experiment_id": goose_traces, "new_name": "not-goose-traces"})
+    assert status == 403 and b"managed on the server" in reply
+    assert team.client("admin").get_experiment(goose_traces)["name"] == "goose-traces"
+
+
+def test_medium_a_teammate_cannot_retag_the_shared_experiment(team, goose_traces):
+    status, _ = api(team, "bob", "POST", "/api/2.0/mlflow/experiments/set-experiment-tag",
+                    {"experiment_id": goose_traces, "key": "owner", "value": "bob"})
+    assert status == 403
+
+
+def test_medium_a_teammate_cannot_delete_the_shared_experiment(team, goose_traces):
+    status, _ = api(team, "bob", "POST", "/api/2.0/mlflow/experiments/delete", {"experiment_id": goose_traces})
+    assert status == 403
+    assert team.client("admin").get_experiment(goose_traces)["lifecycle_stage"] == "active"
+
+
+# LOW ------------------------------------------------------------------------
+
+def test_low_a_foreign_origin_is_refused(team):
+    """Finding: MLflow lets loopback origins on any port make credentialed requests."""
+    name = f"via-origin-{uuid.uuid4().hex[:6]}"
+    status, _ = api(team, "bob", "POST", "/api/2.0/mlflow/experiments/create", {"name": name},
+                    Origin="http://localhost:3000")
+    assert status == 403
+    assert team.client("admin").get_experiment_by_name(name) is None
+
+
+def test_low_the_public_origin_is_served(team):
+    status, _ = api(team, "bob", "POST", "/api/2.0/mlflow/experiments/create",
+                    {"name": f"same-origin-{uuid.uuid4().hex[:6]}"}, Origin=team.url)
+    assert status == 200
+
+
+@pytest.mark.parametrize("path", ["/api/2.0/mlflow/users/list", "/ajax-api/2.0/mlflow/users/list",
+                                  "/api/3.0/mlflow/users/permissions/list?username=alice"])
+def test_low_account_listings_are_refused_to_teammates(team, path):
+    status, reply = api(team, "bob", "GET", path)
+    assert status == 403 and b"alice" not in reply
+
+
+def test_low_a_person_still_sees_who_they_are(team):
+    status, reply = api(team, "bob", "GET", "/api/2.0/mlflow/users/current")
+    assert status == 200 and json.loads(reply)["user"]["username"] == "bob"
+
+
+def test_low_account_admin_is_refused_through_the_proxy_even_to_the_admin(team):
+    status, _ = api(team, "admin", "POST", "/api/2.0/mlflow/users/create",
+                    {"username": "mallory", "password": "m" * 16})
+    assert status == 403
+
+
+def test_low_the_demo_generator_is_refused(team):
+    assert api(team, "bob", "POST", "/ajax-api/3.0/mlflow/demo/generate", {})[0] == 403
+
+
+def test_low_answers_name_no_server_software_and_demand_https(team):
+    _, headers, _ = team.request("GET", "/health")
+    assert "uvicorn" not in headers.get("Server", "").lower() and "caddy" not in headers.get("Server", "").lower()
+    assert headers["Strict-Transport-Security"] == "max-age=31536000"
+
+
+def test_low_a_zero_padded_content_length_over_the_cap_gets_413(team, goose_traces):
+    context = ssl.create_default_context(cafile=team.ca)
+    with socket.create_connection(("localhost", team.https_port), timeout=30) as raw, \
+            context.wrap_socket(raw, server_hostname="localhost") as tls:
+        tls.sendall(f"POST /v1/traces HTTP/1.1\r\nHost: localhost:{team.https_port}\r\n"
+                    f"x-mlflow-experiment-id: {goose_traces}\r\nContent-Length: 000000000010000001\r\n\r\n".encode())
+        assert tls.recv(64).startswith(b"HTTP/1.1 413")
+
+
+def test_low_port_80_redirects_to_the_public_url_whatever_the_host(team):
+    status, headers, _ = team.request("GET", "/health", {"Host": "attacker.example"}, port=team.http_port)
+    assert status == 308 and headers["Location"] == f"{team.url}/health"
+
+
+def test_low_ai_gateway_keys_are_encrypted_with_a_generated_passphrase(team):
+    environ = dict(line.split("=", 1) for line in
+                   team.exec("mlflow", "sh", "-c", "tr '\\0' '\\n' < /proc/1/environ").splitlines() if "=" in line)
+    digest = hashlib.sha256(environ.get("MLFLOW_CRYPTO_KEK_PASSPHRASE", "").encode()).hexdigest()
+    assert digest == hashlib.sha256(team.secret("mlflow-kek-passphrase").encode()).hexdigest()
+
+
+def test_low_a_client_dripping_its_headers_is_cut_off(team):
+    """Finding: no read timeouts; one byte every 3 s held a connection open."""
+    context = ssl.create_default_context(cafile=team.ca)
+    with socket.create_connection(("localhost", team.https_port), timeout=5) as raw, \
+            context.wrap_socket(raw, server_hostname="localhost") as tls:
+        tls.sendall(f"GET /health HTTP/1.1\r\nHost: localhost:{team.https_port}\r\n".encode())
+        closed = False
+        for _ in range(30):  # up to ~60 s; the proxy allows 10 s for the headers
+            try:
+                tls.sendall(b"X")
+                time.sleep(2)
+                tls.settimeout(0.1)
+                closed = tls.recv(1) == b""
+            except (TimeoutError, ssl.SSLWantReadError):
+                continue
+            except OSError:
+                closed = True
+            if closed:
+                break
+        assert closed
+
+
+def test_exposure_wrong_passwords_lock_nothing_out(team):
+    """Finding: MLflow's basic-auth has no lockout; docs/security.md says so and how to limit guessing."""
+    for _ in range(20):
+        assert team.request("GET", "/api/2.0/mlflow/users/current",
+                            {"Authorization": "Basic " + "Ym9iOndyb25n"})[0] == 401  # bob:wrong
+    assert api(team, "bob", "GET", "/api/2.0/mlflow/users/current")[0] == 200
