@@ -45,11 +45,13 @@ def port(short: str) -> tuple[str, str, int]:
     return host_ip, published, int(target)
 
 
-def mount(short: str) -> tuple[str, str, bool]:
-    source, target, *mode = short.split(":")
+def mount(entry: str | dict) -> tuple[str, str, bool, str]:
+    if isinstance(entry, dict):
+        return entry["source"], entry["target"], bool(entry.get("read_only")), entry.get("volume", {}).get("subpath", "")
+    source, target, *mode = entry.split(":")
     if source.startswith("."):
         source = str((REPO / source).resolve())
-    return source, target, mode == ["ro"]
+    return source, target, mode == ["ro"], ""
 
 
 def loaded_view(service: dict) -> dict:
@@ -79,8 +81,8 @@ def config_view(service: dict) -> dict:
         "depends_on": {name: spec["condition"] for name, spec in (service.get("depends_on") or {}).items()},
         "ports": sorted((item.get("host_ip", ""), str(item["published"]), int(item["target"]))
                         for item in service.get("ports") or []),
-        "volumes": sorted((item["source"], item["target"], bool(item.get("read_only")))
-                          for item in service.get("volumes") or []),
+        "volumes": sorted((item["source"], item["target"], bool(item.get("read_only")),
+                           (item.get("volume") or {}).get("subpath", "")) for item in service.get("volumes") or []),
         "user": service.get("user"),
         "working_dir": service.get("working_dir"),
         "restart": service.get("restart"),

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from harness.compose_file import COMPOSE_FILE, REPO, SECRETS_IN_CONTAINER, load_compose
+from harness.compose_file import COMPOSE_FILE, REPO, SECRETS_IN_CONTAINER, load_compose, secret_files
 
 COMPOSE = load_compose({})
 RAW = COMPOSE_FILE.read_text()
@@ -156,11 +156,37 @@ def test_mlflow_health_check_needs_no_curl():
     assert "curl" not in " ".join(SERVICES["mlflow"]["healthcheck"]["test"])
 
 
-def test_only_the_secrets_job_may_write_the_secrets_volume():
+def secrets_volume_mounts(service: dict) -> list[str | dict]:
+    return [volume for volume in service.get("volumes", [])
+            if (volume.get("source") if isinstance(volume, dict) else volume.split(":")[0]) == "secrets"]
+
+
+def test_only_the_secrets_job_mounts_the_whole_secrets_volume_and_may_write_it():
+    assert secrets_volume_mounts(SERVICES["secrets"]) == ["secrets:/run/secrets/stack"]
     for name, service in SERVICES.items():
-        for volume in service.get("volumes", []):
-            if volume.startswith("secrets:"):
-                assert volume.endswith(":ro") == (name != "secrets"), (name, volume)
+        if name != "secrets":
+            assert all(isinstance(volume, dict) and volume["read_only"] for volume in secrets_volume_mounts(service)), name
+
+
+ALL_MODES = {"local": (False, False), "team": (True, False), "external": (False, True), "team+external": (True, True)}
+MODE_SETTINGS = {"MLFLOW_PUBLIC_URL": "https://m.example", "EXTERNAL_DATABASE_URI": "postgresql+psycopg2://r@h/d",
+                 "EXTERNAL_ARTIFACTS_DESTINATION": "s3://b/p"}
+
+
+@pytest.mark.parametrize("mode", sorted(ALL_MODES))
+def test_each_container_mounts_exactly_the_secret_files_it_reads(mode):
+    for name, service in load_compose(MODE_SETTINGS, *ALL_MODES[mode])["services"].items():
+        if name == "secrets":
+            continue
+        read = {str(value) for key, value in (service.get("environment") or {}).items()
+                if key.endswith("_FILE") and str(value).startswith(SECRETS_IN_CONTAINER)}
+        assert set(secret_files(service)) == read, name
+
+
+def test_external_services_give_mlflow_the_managed_credentials_and_no_bundled_ones():
+    services = load_compose(MODE_SETTINGS, external=True)["services"]
+    assert sorted(secret_files(services["mlflow"]).values()) == [
+        "external-db-password", "external-s3-access-key-id", "external-s3-secret-access-key", "mlflow-kek-passphrase"]
 
 
 def test_env_example_documents_every_variable_compose_reads():

@@ -95,6 +95,17 @@ def test_secrets_are_never_in_logs_or_the_env_file(docker_stack):
         assert value not in logs and value not in env_text, name
 
 
+def test_readmes_command_reads_a_credential(docker_stack):
+    result = docker_stack.run("docker", "compose", "exec", "postgres", "cat", "/run/secrets/stack/postgres-password")
+    assert result.stdout.strip() == docker_stack.secret("postgres-password")
+
+
+def test_each_container_holds_only_the_credentials_it_reads(docker_stack):
+    assert docker_stack.exec("mlflow", "ls", "/run/secrets/stack").split() == [
+        "minio-root-password", "minio-root-user", "mlflow-db-password", "mlflow-kek-passphrase"]
+    assert docker_stack.exec("postgres", "ls", "/run/secrets/stack").split() == ["postgres-password"]
+
+
 def wait_healthy(deployment: ComposeProject, timeout: float = 180) -> None:
     deployment.client().wait_until_healthy(timeout)
 

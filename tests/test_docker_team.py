@@ -130,3 +130,9 @@ def test_rerun_of_make_user_keeps_the_same_file(team):
     result = team.run("make", "user", "NAME=alice", f"CA_FILE={team.ca}")
     assert "(kept;" in result.stdout
     assert team.person_env_file("alice").read_bytes() == before
+
+
+def test_team_guides_command_reads_the_admin_password(team):
+    result = team.run("docker", "compose", "-f", "compose.yaml", "-f", "compose.team.yaml", "exec", "mlflow", "cat",
+                      "/run/secrets/stack/mlflow-admin-password")
+    assert result.stdout.strip() == team.secret("mlflow-admin-password")

@@ -99,8 +99,9 @@ _ComposeLoader.add_constructor("!override", lambda loader, node: _Override(
     else loader.construct_sequence(node, deep=True)))
 
 
-def _mount_target(volume: str) -> str:
-    return volume.split(":")[1]
+def _mount_target(volume: str | dict) -> str:
+    """Where a volume entry (short or long syntax) is mounted in the container."""
+    return volume["target"] if isinstance(volume, dict) else volume.split(":")[1]
 
 
 def _merge(base: Any, override: Any, key: str = "") -> Any:
@@ -131,6 +132,12 @@ def load_compose(environ: Mapping[str, str] | None = None, team: bool = False,
         merged = _merge(merged, yaml.load(path.read_text(), Loader=_ComposeLoader))
     merged["services"] = {name: svc for name, svc in merged["services"].items() if not svc.get("profiles")}
     return _interpolate_tree(merged, environ or {})
+
+
+def secret_files(service: dict[str, Any]) -> dict[str, str]:
+    """Each file the service mounts from the secrets volume: its path in the container -> its name in the volume."""
+    return {volume["target"]: volume["volume"]["subpath"] for volume in service.get("volumes") or []
+            if isinstance(volume, dict) and volume.get("source") == "secrets" and "subpath" in volume.get("volume", {})}
 
 
 def replace_all(text: str, replacements: Mapping[str, str]) -> str:

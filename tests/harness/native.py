@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.compose_file import REPO, SECRETS_IN_CONTAINER, load_compose, replace_all, service_env
+from harness.compose_file import REPO, SECRETS_IN_CONTAINER, load_compose, replace_all, secret_files, service_env
 from mlflow_api import wait_until_healthy
 
 SCRIPTS = REPO / "scripts"
@@ -93,6 +93,14 @@ def run_in_entrypoint(command: list[str], env: Mapping[str, str], **popen: Any) 
     return subprocess.Popen(["sh", str(ENTRYPOINT), *command], env=full_env, **popen)
 
 
+def native_env(service: dict[str, Any], replacements: Mapping[str, str]) -> dict[str, str]:
+    """A service's environment, natively: each secret file it mounts becomes that file of the native
+    secrets folder (replacements[SECRETS_IN_CONTAINER]), then the other replacements apply."""
+    folder = Path(replacements[SECRETS_IN_CONTAINER])
+    mounted = {target: str(folder / name) for target, name in secret_files(service).items()}
+    return service_env(service, {**mounted, **replacements})
+
+
 def stop_processes(processes: list[subprocess.Popen]) -> None:
     for process in reversed(processes):
         try:
@@ -151,7 +159,7 @@ class NativeStack:
         port = free_port()
         minio = self.compose["services"]["minio"]
         process = subprocess.Popen([sys.executable, str(S3_STANDIN), *minio["command"], "--address", f"127.0.0.1:{port}"],
-                                   env={**os.environ, **service_env(minio, self.replacements)},
+                                   env={**os.environ, **native_env(minio, self.replacements)},
                                    stdout=open(self.root / "s3.log", "w"), stderr=subprocess.STDOUT,
                                    start_new_session=True)
         self.processes.append(process)
@@ -165,7 +173,7 @@ class NativeStack:
         self.replacements["@postgres:5432/"] = f"@127.0.0.1:{self.postgres.port}/"
 
     def job_env(self, spec: dict[str, Any], replacements: Mapping[str, str]) -> dict[str, str]:
-        env = service_env(spec, replacements)
+        env = native_env(spec, replacements)
         if env.get("PGHOST") == "postgres" and self.postgres is not None:
             env.update(PGHOST="127.0.0.1", PGPORT=str(self.postgres.port))
         return env
@@ -192,7 +200,7 @@ class NativeStack:
         mlflow = compose["services"]["mlflow"]
         command = [arg.replace("--host=0.0.0.0", "--host=127.0.0.1").replace("--port=5000", f"--port={port}")
                    for arg in mlflow["command"]]
-        server = run_in_entrypoint(command, {**service_env(mlflow, replacements), **(extra_env or {})},
+        server = run_in_entrypoint(command, {**native_env(mlflow, replacements), **(extra_env or {})},
                                    stdout=open(self.root / log_name, "w"), stderr=subprocess.STDOUT,
                                    start_new_session=True)
         url = f"http://127.0.0.1:{port}"
@@ -211,7 +219,7 @@ class NativeStack:
         return self.compose["services"]["bucket"]["environment"]["MLFLOW_BUCKET"]
 
     def service_env(self, name: str) -> dict[str, str]:
-        return service_env(self.compose["services"][name], self.replacements)
+        return native_env(self.compose["services"][name], self.replacements)
 
     def database_uri(self, role: str, password: str, database: str) -> str:
         assert self.postgres is not None

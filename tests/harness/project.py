@@ -173,7 +173,10 @@ class ComposeProject:
         return output.decode()
 
     def secret(self, name: str) -> str:
-        return self.exec("mlflow", "cat", f"{SECRETS_IN_CONTAINER}/{name}").strip()
+        """A generated credential, copied out of the secrets volume through the (exited) secrets job,
+        the one container that mounts all of it."""
+        [content] = archive_files(self.container("secrets"), f"{SECRETS_IN_CONTAINER}/{name}").values()
+        return content.decode().strip()
 
     def logs(self) -> str:
         return "".join(container.logs().decode("utf-8", "replace") for container in self.containers())
@@ -209,14 +212,18 @@ class ComposeProject:
         return MlflowClient(self.url, **kwargs)
 
 
+def archive_files(container: Container, path: str) -> dict[str, bytes]:
+    """The regular files at or under `path` in a container, running or not (named from path's last part)."""
+    stream, _ = container.get_archive(path)
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+        return {member.name: archive.extractfile(member).read() for member in archive.getmembers() if member.isfile()}
+
+
 def image_files(image: str, path: str) -> Iterator[str]:
     """The regular files under `path` in an image (their names start with path's last part), from an archive
     of a container that is created, never started."""
-    engine = docker.from_env()
-    container = engine.containers.create(image, command=["true"], entrypoint=[])
+    container = docker.from_env().containers.create(image, command=["true"], entrypoint=[])
     try:
-        stream, _ = container.get_archive(path)
-        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
-            yield from (member.name for member in archive.getmembers() if member.isfile())
+        yield from archive_files(container, path)
     finally:
         container.remove(force=True)
