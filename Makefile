@@ -3,15 +3,16 @@ SHELL := /bin/bash
 PYTHON ?= python3
 COMPOSE ?= docker compose
 TEAM_COMPOSE := $(COMPOSE) -f compose.yaml -f compose.team.yaml
-# The service `up` waits to be healthy: mlflow, or the proxy in team mode.
-WAIT_FOR ?= mlflow
+# The services `up` waits to be healthy: mlflow and retention (which exits on
+# a bad TRACE_RETENTION_DAYS), and the proxy in team mode.
+WAIT_FOR ?= mlflow retention
 BOOTSTRAP := python3 /opt/stack/scripts/bootstrap.py --tracking-uri http://mlflow:5000 --users-dir /project/users
 VENV := .venv
 STAMP := $(VENV)/.installed-requirements
 # The tools that measure the stack import its commands and the tests' harness.
 TOOLS := PYTHONPATH=scripts:tests:bench $(VENV)/bin/python
 
-.PHONY: help up down logs team-up team-down user remove-user team-ca verify test mutation bench profile lock-image offline-images clean
+.PHONY: help up down logs team-up team-down user remove-user team-ca prune verify test mutation bench profile lock-image offline-images clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -34,7 +35,7 @@ logs: ## Follow the stack's logs
 	$(COMPOSE) logs --follow
 
 team-up: ## Team mode: TLS proxy, accounts (needs MLFLOW_PUBLIC_URL; see docs/team.md)
-	$(MAKE) up COMPOSE="$(TEAM_COMPOSE)" WAIT_FOR=proxy
+	$(MAKE) up COMPOSE="$(TEAM_COMPOSE)" WAIT_FOR="proxy retention"
 
 team-down: ## Stop team mode; data, accounts and certificates stay
 	$(TEAM_COMPOSE) down
@@ -52,6 +53,10 @@ team-ca: ## Team mode, local CA: copy the CA certificate to users/ca.crt for tea
 	@mkdir -p -m 700 users
 	$(TEAM_COMPOSE) cp proxy:/data/caddy/pki/authorities/local/root.crt users/ca.crt
 	@echo "users/ca.crt: give it to each teammate; docs/team.md says how to trust it"
+
+prune: ## Delete traces older than TRACE_RETENTION_DAYS now, in every experiment (the stack does it hourly)
+	@# Through the entrypoint: in team mode it reads the admin's password file.
+	@$(COMPOSE) exec retention docker-entrypoint.sh python3 scripts/retention.py
 
 verify: ## Send one goose-shaped session through .env (or ENV_FILE=users/alice.env) and read it back
 	$(PYTHON) scripts/verify.py $(if $(ENV_FILE),--env-file "$(ENV_FILE)")

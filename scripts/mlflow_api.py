@@ -120,6 +120,20 @@ class MlflowClient:
             raise
         return reply["experiment"]
 
+    def all_experiments(self) -> list[dict[str, Any]]:
+        """Every experiment, active and deleted, page by page."""
+        experiments: list[dict[str, Any]] = []
+        token = None
+        while True:
+            body: dict[str, Any] = {"max_results": 1000, "view_type": "ALL"}
+            if token:
+                body["page_token"] = token
+            reply = self.request("POST", "/api/2.0/mlflow/experiments/search", body)
+            experiments += reply.get("experiments", [])
+            token = reply.get("next_page_token")
+            if not token:
+                return experiments
+
     def get_experiment(self, experiment_id: str) -> dict[str, Any]:
         return self.request("GET", "/api/2.0/mlflow/experiments/get", query={"experiment_id": experiment_id})["experiment"]
 
@@ -170,6 +184,12 @@ class MlflowClient:
     def delete_traces(self, experiment_id: str, trace_ids: list[str]) -> int:
         reply = self.request("POST", "/api/2.0/mlflow/traces/delete-traces",
                              {"experiment_id": experiment_id, "request_ids": trace_ids})
+        return int(reply.get("traces_deleted", 0))
+
+    def delete_traces_before(self, experiment_id: str, max_timestamp_millis: int, max_traces: int) -> int:
+        """Delete up to `max_traces` of the experiment's traces started at or before the timestamp, oldest first."""
+        reply = self.request("POST", "/api/2.0/mlflow/traces/delete-traces", {
+            "experiment_id": experiment_id, "max_timestamp_millis": max_timestamp_millis, "max_traces": max_traces})
         return int(reply.get("traces_deleted", 0))
 
     # Accounts (team mode's basic-auth app) -----------------------------------

@@ -9,6 +9,7 @@ restart, down/up, down -v/up.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import pytest
@@ -41,7 +42,7 @@ def sent(docker_stack):
 
 def test_make_up_brings_every_service_up_healthy(docker_stack):
     states = docker_stack.states()
-    for name in ("postgres", "minio", "mlflow"):
+    for name in ("postgres", "minio", "mlflow", "retention"):
         assert states[name][:2] == ("running", "healthy"), states
     for name in ("secrets", "database", "bucket", "bootstrap"):
         assert states[name][0] == "exited" and states[name][2] == 0, states
@@ -117,6 +118,97 @@ def test_mlflow_killed_comes_back_by_its_restart_policy_with_its_data(docker_sta
     assert docker_stack.client().get_trace(sent)["trace_info"]["trace_id"] == sent
 
 
+def test_artifacts_survive_a_crash_of_the_object_store(docker_stack, tmp_path, monkeypatch):
+    import mlflow
+
+    import stack_config
+
+    for name, value in stack_config.MLFLOW_CLIENT_SETTINGS.items():  # as every MLflow client outside the stack
+        monkeypatch.setenv(name, value)
+    mlflow.set_tracking_uri(docker_stack.url)
+    artifact = tmp_path / "kept.txt"
+    artifact.write_text("still here ✓")
+    with mlflow.start_run(experiment_id=mlflow.create_experiment(f"crash-{uuid.uuid4().hex[:6]}")) as run:
+        mlflow.log_artifact(str(artifact))
+    restarts = docker_stack.kill_main_process("minio")
+    docker_stack.wait_restarted("minio", restarts, timeout=120)
+    downloaded = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="kept.txt",
+                                                     dst_path=str(tmp_path / "back"))
+    assert open(downloaded, encoding="utf-8").read() == "still here ✓"
+
+
+def send_aged_trace(deployment: ComposeProject, experiment_id: str, days_ago: int) -> str:
+    import otlp
+
+    spans = otlp.goose_session("retention", now_ns=time.time_ns() - days_ago * 86_400 * 10**9)
+    status, _ = otlp.export(f"{deployment.url}/v1/traces", otlp.encode_export_request(spans, {}),
+                            {"x-mlflow-experiment-id": experiment_id})
+    assert status == 200
+    return "tr-" + spans[0].trace_id.hex()
+
+
+def wait_for_log(deployment: ComposeProject, service: str, text: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in deployment.container(service).logs().decode():
+        assert time.monotonic() < deadline, f"{service} did not log {text!r}"
+        time.sleep(1)
+
+
+@pytest.fixture(scope="module")
+def retention_30(docker_stack):
+    """TRACE_RETENTION_DAYS=30 in the settings, with traces from 40 and 2 days ago sent before `make up`."""
+    experiment = docker_stack.client().create_experiment(f"retention-{uuid.uuid4().hex[:6]}")
+    sent = {"old": send_aged_trace(docker_stack, experiment, 40), "new": send_aged_trace(docker_stack, experiment, 2)}
+    docker_stack.env["TRACE_RETENTION_DAYS"] = "30"
+    try:
+        docker_stack.up()  # recreates the retention service with the setting
+        yield experiment, sent
+    finally:
+        del docker_stack.env["TRACE_RETENTION_DAYS"]
+
+
+def test_the_retention_service_applies_the_limit_when_it_starts(docker_stack, retention_30):
+    experiment, sent = retention_30
+    wait_for_log(docker_stack, "retention", f"(id {experiment}): 1 traces from before")
+    stored = docker_stack.client().trace_ids(experiment)
+    assert sent["old"] not in stored and sent["new"] in stored
+
+
+def test_make_prune_applies_the_limit_now(docker_stack, retention_30):
+    wait_for_log(docker_stack, "retention", "Retention: 30 days")  # the service's own first pass is over
+    experiment = docker_stack.client().create_experiment(f"prune-{uuid.uuid4().hex[:6]}")
+    old = send_aged_trace(docker_stack, experiment, 40)
+    result = docker_stack.run("make", "prune")
+    assert result.stdout.startswith("Retention: 30 days\n") and f"(id {experiment}): 1 traces from before" in result.stdout
+    assert old not in docker_stack.client().trace_ids(experiment)
+
+
+def test_every_acknowledged_trace_survives_kills_under_load(docker_stack):
+    """SIGKILL to MLflow's, PostgreSQL's and MinIO's main process in turn while goose-shaped load runs:
+    each comes back by its restart policy, and every trace acknowledged with 200 is stored with its spans."""
+    import load
+
+    experiment = docker_stack.client().create_experiment(f"faults-{uuid.uuid4().hex[:6]}")
+
+    def kill_each_in_turn() -> None:
+        for service in ("mlflow", "postgres", "minio"):
+            time.sleep(3)
+            restarts = docker_stack.kill_main_process(service)
+            docker_stack.wait_restarted(service, restarts, timeout=180)
+        docker_stack.client().wait_until_healthy(180)
+
+    exporters = load.run_exporters(f"http://127.0.0.1:{docker_stack.port}", experiment, concurrency=4,
+                                   seconds=60, traces=5, prompt="x", during=kill_each_in_turn)
+    acked = {trace_id for exporter in exporters for trace_id in exporter.acked}
+    assert acked, "no batch was acknowledged"
+    assert load.lost_traces(acked, docker_stack.client().trace_ids(experiment)) == set()
+    incomplete = docker_stack.exec("postgres", "psql", "-U", "postgres", "-d", "mlflow", "-At", "-c",
+                                   "SELECT count(*) FROM (SELECT t.request_id FROM trace_info t LEFT JOIN spans s "
+                                   "ON s.trace_id = t.request_id WHERE t.experiment_id = " + str(int(experiment)) +
+                                   " GROUP BY t.request_id HAVING count(s.span_id) <> 3) AS partial")
+    assert incomplete.strip() == "0"
+
+
 def test_restart_of_mlflow_keeps_experiment_and_traces(docker_stack, sent):
     experiment_id = experiment_id_in(docker_stack.env_file)
     docker_stack.compose("restart", "mlflow")
@@ -146,3 +238,4 @@ def test_down_v_then_up_starts_clean(docker_stack, sent):
     assert all(secrets_after[name] != secrets_before[name] for name in SECRETS)
     assert experiment_id_in(docker_stack.env_file) == str(
         docker_stack.client().get_experiment_by_name("goose-traces")["experiment_id"])
+

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import http.client
 import ssl
+import sys
 import uuid
 
 import pytest
 
 import stack_config as cfg
-from harness.commands import source_and_emit
+from harness.commands import run_sourced, source_and_emit
 
 pytestmark = pytest.mark.docker
 
@@ -136,3 +137,17 @@ def test_team_guides_command_reads_the_admin_password(team):
     result = team.run("docker", "compose", "-f", "compose.yaml", "-f", "compose.team.yaml", "exec", "mlflow", "cat",
                       "/run/secrets/stack/mlflow-admin-password")
     assert result.stdout.strip() == team.secret("mlflow-admin-password")
+
+
+def test_a_persons_mlflow_client_logs_and_reads_back_an_artifact_through_the_proxy(team):
+    code = ("import mlflow, pathlib, sys; p = pathlib.Path(sys.argv[1]); p.write_text('via the proxy');"
+            "mlflow.set_experiment(sys.argv[2]);"
+            "run = mlflow.start_run(); mlflow.log_artifact(str(p)); mlflow.end_run();"
+            "print(open(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=p.name,"
+            " dst_path=str(p.parent / 'back'))).read())")
+    work = team.directory / "bob-work"
+    work.mkdir(exist_ok=True)
+    result = run_sourced(team.person_env_file("bob"), sys.executable, "-c", code, str(work / "note.txt"),
+                         f"bob-{uuid.uuid4().hex[:6]}")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "via the proxy"

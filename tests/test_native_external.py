@@ -71,7 +71,7 @@ def managed_db(native_stack, password: str):
 
 
 def test_bundled_services_are_switched_off(external):
-    assert sorted(external["compose"]["services"]) == ["bootstrap", "mlflow", "secrets"]
+    assert sorted(external["compose"]["services"]) == ["bootstrap", "mlflow", "retention", "secrets"]
 
 
 def test_external_credentials_are_imported_readable_and_not_printed(external):

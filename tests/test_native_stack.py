@@ -260,3 +260,17 @@ def test_database_job_refuses_to_create_a_role_without_a_password(native_stack):
         cursor.execute("SELECT count(*) FROM pg_roles WHERE rolname = 'nopassword'")
         assert cursor.fetchone() == (0,)
     admin.close()
+
+
+def test_artifacts_survive_a_crash_of_the_object_store(native_stack, tmp_path):
+    import mlflow
+
+    mlflow.set_tracking_uri(native_stack.mlflow_url)
+    artifact = tmp_path / "kept.txt"
+    artifact.write_text("still here ✓")
+    with mlflow.start_run(experiment_id=mlflow.create_experiment(f"crash-{uuid.uuid4().hex[:6]}")) as run:
+        mlflow.log_artifact(str(artifact))
+    native_stack.crash_and_restart_s3()
+    downloaded = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="kept.txt",
+                                                     dst_path=str(tmp_path / "back"))
+    assert open(downloaded, encoding="utf-8").read() == "still here ✓"

@@ -121,6 +121,7 @@ class NativeStack:
     compose: dict[str, Any]
     replacements: dict[str, str]
     postgres: NativePostgres | None = None
+    s3: subprocess.Popen | None = None
     s3_url: str = ""
     mlflow_url: str = ""
     mlflow_port: int = 0
@@ -157,15 +158,37 @@ class NativeStack:
     def _start_s3(self) -> None:
         """The MinIO stand-in the Docker tests use too, with compose.yaml's minio settings (credentials checked)."""
         port = free_port()
-        minio = self.compose["services"]["minio"]
-        process = subprocess.Popen([sys.executable, str(S3_STANDIN), *minio["command"], "--address", f"127.0.0.1:{port}"],
-                                   env={**os.environ, **native_env(minio, self.replacements)},
-                                   stdout=open(self.root / "s3.log", "w"), stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-        self.processes.append(process)
         self.s3_url = f"http://127.0.0.1:{port}"
-        wait_until_healthy(self.s3_url + "/minio/health/ready", 60, what="the S3 stand-in", exited=process.poll)
+        self.s3_data.mkdir(exist_ok=True)
+        self.s3 = self.start_s3(port)
+        self.processes.append(self.s3)
         self.replacements["http://minio:9000"] = self.s3_url
+
+    @property
+    def s3_data(self) -> Path:
+        """The minio-data volume, natively."""
+        return self.root / "s3-data"
+
+    def crash_and_restart_s3(self) -> None:
+        """SIGKILL the S3 stand-in, as a crash would, and start it again on its port and data."""
+        assert self.s3 is not None
+        os.killpg(self.s3.pid, 9)
+        self.s3.wait(timeout=30)
+        self.processes.remove(self.s3)
+        self.s3 = self.start_s3(int(self.s3_url.rsplit(":", 1)[1]))
+        self.processes.append(self.s3)
+
+    def start_s3(self, port: int) -> subprocess.Popen:
+        """The S3 stand-in on `port`, its data directory in place of the container's /data."""
+        minio = self.compose["services"]["minio"]
+        command = [str(self.s3_data) if arg == "/data" else arg for arg in minio["command"]]
+        process = subprocess.Popen([sys.executable, str(S3_STANDIN), *command, "--address", f"127.0.0.1:{port}"],
+                                   env={**os.environ, **native_env(minio, self.replacements)},
+                                   stdout=open(self.root / "s3.log", "a"), stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        wait_until_healthy(f"http://127.0.0.1:{port}/minio/health/ready", 60, what="the S3 stand-in",
+                           exited=process.poll)
+        return process
 
     def _start_postgres(self) -> None:
         self.postgres = NativePostgres(self.root / "postgres", self.secrets / "postgres-password")

@@ -201,11 +201,15 @@ class ComposeProject:
         return container.attrs["RestartCount"]
 
     def wait_restarted(self, service: str, restarts_before: int, timeout: float) -> None:
-        """Until the engine has restarted the service's container since `restarts_before` was read."""
+        """Until the engine has restarted the service's container since `restarts_before` was read and
+        its health check passes again."""
         deadline = time.monotonic() + timeout
-        while self.container(service).attrs["RestartCount"] <= restarts_before:
+        while True:
+            attrs = self.container(service).attrs
+            if attrs["RestartCount"] > restarts_before and attrs["State"].get("Health", {}).get("Status") == "healthy":
+                return
             if time.monotonic() > deadline:
-                raise AssertionError(f"{service} was not restarted within {timeout:g} s")
+                raise AssertionError(f"{service} was not restarted and healthy within {timeout:g} s")
             time.sleep(0.5)
 
     def client(self, **kwargs) -> MlflowClient:

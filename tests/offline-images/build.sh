@@ -5,7 +5,7 @@
 #   goose-stack/debian-base:trixie          debootstrap --variant=minbase, docker import
 #   python:3.13-slim-trixie                 Debian python3 (3.13) + venv + host CA bundle
 #   postgres:17-trixie                      Debian postgresql-17 + official-style entrypoint
-#   pgsty/silo:RELEASE.2026-09-03T13-18-01Z moto[server] S3 behind a SigV4-checking wrapper
+#   pgsty/silo:RELEASE.2026-09-03T13-18-01Z moto[server] S3 behind a SigV4-checking, persisting wrapper
 #   caddy:2.11.4-alpine                     Debian caddy (2.6.2) in the official image's layout
 #
 # Usage: build.sh            (idempotent: reuses the base image and docker's build cache)
