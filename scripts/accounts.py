@@ -7,6 +7,7 @@ only into that person's env file (mode 0600) and never printed.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from pathlib import Path
@@ -21,6 +22,8 @@ PASSWORD_BYTES = 18  # 24 URL-safe characters; MLflow wants at least 12
 EXPERIMENT_PERMISSION = "EDIT"
 USER_FILE_MODE = 0o600
 USERS_DIR_MODE = 0o700
+# Experiment name -> the id the stack made it with, beside the people's env files.
+PIN_FILE = ".pinned-experiments.json"
 
 
 def check_username(name: str) -> str:
@@ -61,6 +64,28 @@ def check_managed_by_the_stack(client: MlflowClient, experiment: str, experiment
             raise StackError(
                 f"experiment {experiment!r} (id {experiment_id}) is managed by {user['username']}, not by the "
                 f"stack; rename or delete it as the admin (docs/security.md), then rerun")
+
+
+def pin_experiment(users_dir: Path, name: str, experiment_id: str) -> str:
+    """Hold `name` to the id the stack first gave it: 'pinned' the first time, 'matches' after, and a
+    StackError when the name now belongs to another experiment (renamed, deleted and made again)."""
+    path = users_dir / PIN_FILE
+    try:
+        pins = json.loads(envfile.read_text(path) or "{}")
+    except ValueError:
+        raise StackError(f"{path} is not JSON; restore it from a backup or delete it to pin the experiments anew") \
+            from None
+    pinned = pins.get(name)
+    if pinned == experiment_id:
+        return "matches"
+    if pinned is not None:
+        raise StackError(
+            f"experiment {name!r} is now id {experiment_id}, but the stack made it as id {pinned} ({path}); someone "
+            f"renamed or deleted it: give id {pinned} its name back as the admin (docs/security.md), or delete "
+            f"the entry in {path} to take id {experiment_id}")
+    envfile.write_atomic(path, json.dumps({**pins, name: experiment_id}, indent=2, sort_keys=True) + "\n",
+                         mode=USER_FILE_MODE)
+    return "pinned"
 
 
 def saved_password(env_file: Path) -> str | None:

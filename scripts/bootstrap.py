@@ -123,7 +123,9 @@ def local_env(client: MlflowClient, args: argparse.Namespace, public_url: str, e
         check_env_file(env_file)  # before MLflow is touched: bad input changes nothing
     wait_for_mlflow(client, args.timeout)
     experiment_id, lines = goose_experiment(client, experiment, public_url)
-    if env_file is None:
+    if env_file is None:  # team mode's server: pin the experiment people's env files will name
+        accounts.prepare_users_dir(args.users_dir.absolute())
+        accounts.pin_experiment(args.users_dir.absolute(), experiment, experiment_id)
         return "\n".join(lines)
     changed = write_env_file(env_file, cfg.goose_env(public_url, experiment_id), 0o644)
     shown = display_path(env_file)
@@ -143,6 +145,8 @@ def add_user(client: MlflowClient, args: argparse.Namespace, public_url: str, ex
     check_env_file(env_file)  # before MLflow is touched: bad input changes nothing
     wait_for_mlflow(client, args.timeout)
     experiment_id, lines = goose_experiment(client, experiment, public_url)
+    accounts.prepare_users_dir(args.users_dir.absolute())
+    accounts.pin_experiment(args.users_dir.absolute(), experiment, experiment_id)
     accounts.check_managed_by_the_stack(client, experiment, experiment_id)
     password, account = accounts.ensure_account(client, client.base_url, args.user, experiment_id, env_file,
                                                 args.rotate)

@@ -7,6 +7,7 @@ TLS and the proxy are covered by the Docker tests.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from pathlib import Path
@@ -61,7 +62,25 @@ def experiment_id(team) -> str:
 def test_team_bootstrap_creates_the_experiment_and_no_env_file(team_stack, tmp_path):
     result = team_stack.run_job("bootstrap", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "Experiment: goose-traces" in result.stdout and not any(tmp_path.iterdir())
+    assert "Experiment: goose-traces" in result.stdout
+    assert [path.name for path in tmp_path.rglob("*")] == ["users", ".pinned-experiments.json"]
+
+
+def test_team_bootstrap_pins_the_experiments_id_in_users(team_stack, tmp_path):
+    assert team_stack.run_job("bootstrap", cwd=tmp_path).returncode == 0
+    pins = json.loads((tmp_path / "users" / ".pinned-experiments.json").read_text())
+    assert pins == {"goose-traces": experiment_id(team_stack)}
+    assert (tmp_path / "users" / ".pinned-experiments.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_make_user_refuses_when_the_name_now_belongs_to_another_experiment(team_stack, tmp_path):
+    (tmp_path / "users").mkdir(mode=0o700)
+    (tmp_path / "users" / ".pinned-experiments.json").write_text('{"goose-traces": "999999"}')
+    refused = user_file(team_stack, tmp_path, "lena")
+    assert refused.returncode == 1
+    assert (f"experiment 'goose-traces' is now id {experiment_id(team_stack)}, but the stack made it as id 999999"
+            in refused.stderr)
+    assert not (tmp_path / "users" / "lena.env").exists() and admin(team_stack).get_user("lena") is None
 
 
 def test_admin_password_is_generated_not_a_default(team_stack):

@@ -204,7 +204,9 @@ class NativeStack:
     def run_job(self, service: str, *args: str, compose: dict[str, Any] | None = None,
                 replacements: Mapping[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
         """A one-shot service's command (plus `args`) through the entrypoint, with its environment."""
-        replacements = {"/opt/stack/scripts": str(SCRIPTS), **(replacements or self.replacements)}
+        # The working directory stands for the repository, mounted at /project.
+        replacements = {"/opt/stack/scripts": str(SCRIPTS), "/project": str(cwd or REPO),
+                        **(replacements or self.replacements)}
         spec = (compose or self.compose)["services"][service]
         command = [replace_all(arg, replacements) for arg in spec["command"]] + list(args)
         job = run_in_entrypoint(command, self.job_env(spec, replacements), cwd=cwd or REPO,
