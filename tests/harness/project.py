@@ -29,8 +29,11 @@ from harness.native import free_port
 from mlflow_api import MlflowClient
 
 REPO_OWNER_UID = 4242  # the clean copy belongs to a non-root user, as a real checkout does
-# Variables of the developer's shell that would change what the project runs.
-PROJECT_SETTINGS = ("MLFLOW_PUBLIC_URL", "GOOSE_EXPERIMENT", "MLFLOW_BUCKET", "COMPOSE_FILE")
+# Variables of the developer's shell that would change what the project runs,
+# and those of an enclosing `make test`, so that `make` here runs as a user's
+# top-level make (a nested one prints "Entering directory" lines).
+PROJECT_SETTINGS = ("MLFLOW_PUBLIC_URL", "GOOSE_EXPERIMENT", "MLFLOW_BUCKET", "COMPOSE_FILE", "TRACE_RETENTION_DAYS",
+                    "MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES")
 
 
 def copy_checkout(destination: Path) -> Path:
