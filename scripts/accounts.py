@@ -32,8 +32,8 @@ def check_username(name: str) -> str:
     return name
 
 
-def password_works(base_url: str, name: str, password: str, cafile: str | None = None) -> bool:
-    probe = MlflowClient(base_url, headers={"Authorization": cfg.basic_auth(name, password)}, cafile=cafile)
+def password_works(base_url: str, name: str, password: str) -> bool:
+    probe = MlflowClient(base_url, headers={"Authorization": cfg.basic_auth(name, password)})
     try:
         probe.current_user()
     except MlflowApiError as exc:

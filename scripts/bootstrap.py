@@ -115,6 +115,14 @@ def goose_experiment(client: MlflowClient, name: str, public_url: str) -> tuple[
     return experiment_id, [f"MLflow:     {public_url}", f"Experiment: {name} (id {experiment_id}, {action})"]
 
 
+def pin(users_dir: Path, experiment: str, experiment_id: str) -> None:
+    """Team mode: hold the experiment's name to the id the stack made it with (docs/security.md)."""
+    accounts.prepare_users_dir(users_dir)
+    state = accounts.pin_experiment(users_dir, experiment, experiment_id)
+    print(f"bootstrap: experiment {experiment!r} id {experiment_id} {state} in {users_dir / accounts.PIN_FILE}",
+          file=sys.stderr)
+
+
 def local_env(client: MlflowClient, args: argparse.Namespace, public_url: str, experiment: str) -> str:
     """Local mode: the experiment and the developer's env file (team mode's server: the experiment only)."""
     env_file = None
@@ -124,8 +132,7 @@ def local_env(client: MlflowClient, args: argparse.Namespace, public_url: str, e
     wait_for_mlflow(client, args.timeout)
     experiment_id, lines = goose_experiment(client, experiment, public_url)
     if env_file is None:  # team mode's server: pin the experiment people's env files will name
-        accounts.prepare_users_dir(args.users_dir.absolute())
-        accounts.pin_experiment(args.users_dir.absolute(), experiment, experiment_id)
+        pin(args.users_dir.absolute(), experiment, experiment_id)
         return "\n".join(lines)
     changed = write_env_file(env_file, cfg.goose_env(public_url, experiment_id), 0o644)
     shown = display_path(env_file)
@@ -145,8 +152,7 @@ def add_user(client: MlflowClient, args: argparse.Namespace, public_url: str, ex
     check_env_file(env_file)  # before MLflow is touched: bad input changes nothing
     wait_for_mlflow(client, args.timeout)
     experiment_id, lines = goose_experiment(client, experiment, public_url)
-    accounts.prepare_users_dir(args.users_dir.absolute())
-    accounts.pin_experiment(args.users_dir.absolute(), experiment, experiment_id)
+    pin(args.users_dir.absolute(), experiment, experiment_id)
     accounts.check_managed_by_the_stack(client, experiment, experiment_id)
     password, account = accounts.ensure_account(client, client.base_url, args.user, experiment_id, env_file,
                                                 args.rotate)
