@@ -12,7 +12,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from errors import StackError
@@ -75,6 +75,16 @@ def wait_until_healthy(url: str, timeout: float, what: str = "MLflow", context: 
         time.sleep(0.5)
 
 
+def all_pages(fetch: Callable[[str | None], tuple[list[dict[str, Any]], str | None]]) -> Iterator[dict[str, Any]]:
+    """The items of every page a search returns, following its page tokens from the first page."""
+    token = None
+    while True:
+        items, token = fetch(token)
+        yield from items
+        if token is None:
+            return
+
+
 class MlflowClient:
     """JSON requests against one MLflow server."""
 
@@ -120,19 +130,18 @@ class MlflowClient:
             raise
         return reply["experiment"]
 
+    def search_experiments(self, page_token: str | None = None,
+                           max_results: int = 1000) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of every experiment, active and deleted, and the next page's token, or None."""
+        body: dict[str, Any] = {"max_results": max_results, "view_type": "ALL"}
+        if page_token:
+            body["page_token"] = page_token
+        reply = self.request("POST", "/api/2.0/mlflow/experiments/search", body)
+        return reply.get("experiments", []), reply.get("next_page_token") or None
+
     def all_experiments(self) -> list[dict[str, Any]]:
-        """Every experiment, active and deleted, page by page."""
-        experiments: list[dict[str, Any]] = []
-        token = None
-        while True:
-            body: dict[str, Any] = {"max_results": 1000, "view_type": "ALL"}
-            if token:
-                body["page_token"] = token
-            reply = self.request("POST", "/api/2.0/mlflow/experiments/search", body)
-            experiments += reply.get("experiments", [])
-            token = reply.get("next_page_token")
-            if not token:
-                return experiments
+        """Every experiment, active and deleted."""
+        return list(all_pages(lambda token: self.search_experiments(page_token=token)))
 
     def get_experiment(self, experiment_id: str) -> dict[str, Any]:
         return self.request("GET", "/api/2.0/mlflow/experiments/get", query={"experiment_id": experiment_id})["experiment"]
@@ -168,14 +177,9 @@ class MlflowClient:
         return reply.get("traces", []), reply.get("next_page_token") or None
 
     def trace_ids(self, experiment_id: str, page_size: int = 500) -> set[str]:
-        """Every trace id in the experiment, page by page (500 is the API's largest page)."""
-        ids: set[str] = set()
-        token = None
-        while True:
-            traces, token = self.search_traces(experiment_id, max_results=page_size, order_by=(), page_token=token)
-            ids.update(trace["trace_id"] for trace in traces)
-            if token is None:
-                return ids
+        """Every trace id in the experiment (500 is the API's largest page)."""
+        return {trace["trace_id"] for trace in all_pages(lambda token: self.search_traces(
+            experiment_id, max_results=page_size, order_by=(), page_token=token))}
 
     def get_trace(self, trace_id: str) -> dict[str, Any]:
         """The trace with its spans."""
