@@ -6,13 +6,23 @@ TEAM_COMPOSE := $(COMPOSE) -f compose.yaml -f compose.team.yaml
 # The services `up` waits to be healthy: mlflow and retention (which exits on
 # a bad TRACE_RETENTION_DAYS), and the proxy in team mode.
 WAIT_FOR ?= mlflow retention
+# backup, restore and status act on the stack as it runs: with the compose
+# files its containers were started with (team mode's too), read from the
+# label Compose puts on them; with COMPOSE when nothing runs.
+STACK_FILES = $(shell id=$$($(COMPOSE) ps --all --quiet mlflow 2>/dev/null | head -n 1); \
+	[ -z "$$id" ] || docker inspect --format '{{index .Config.Labels "com.docker.compose.project.config_files"}}' "$$id" \
+	| tr ',' '\n' | sed 's/^/-f /')
+STACK_COMPOSE = $(COMPOSE) $(STACK_FILES)
 BOOTSTRAP := python3 /opt/stack/scripts/bootstrap.py --tracking-uri http://mlflow:5000 --users-dir /project/users
 VENV := .venv
 STAMP := $(VENV)/.installed-requirements
+# The host commands (scripts/host/) need only the Docker SDK: a small venv of their own.
+HOST_VENV := .venv-host
+HOST_STAMP := $(HOST_VENV)/.installed-requirements
 # The tools that measure the stack import its commands and the tests' harness.
 TOOLS := PYTHONPATH=scripts:tests:bench $(VENV)/bin/python
 
-.PHONY: help up down logs team-up team-down user remove-user team-ca prune verify test mutation bench profile lock-image offline-images clean
+.PHONY: help up down logs team-up team-down user remove-user team-ca prune backup restore status verify test mutation bench profile lock-image offline-images clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -20,7 +30,12 @@ help: ## List the targets
 up: ## Start the stack, wait until healthy, print the bootstrap's summary
 	@# Compose 2.26's --wait counts a finished one-shot job as a failure, so the
 	@# servers are waited for first and the bootstrap job is waited for by name.
-	$(COMPOSE) up --detach --build --wait $(WAIT_FOR)
+	@# backups/ is made here, by the user, so that it is theirs, not root's.
+	@mkdir -p -m 700 backups
+	@$(COMPOSE) up --detach --build --wait $(WAIT_FOR) || { status=$$?; \
+	  for job in $$($(COMPOSE) ps --all --status exited --format '{{.Service}}:{{.ExitCode}}' | grep -v ':0$$'); do \
+	    echo "make up: $${job%%:*} failed:" >&2; $(COMPOSE) logs --no-log-prefix "$${job%%:*}" 2>/dev/null | tail -n 3 >&2; done; \
+	  exit $$status; }
 	@$(COMPOSE) up --detach --no-deps --force-recreate bootstrap 2>/dev/null; \
 	$(COMPOSE) wait bootstrap >/dev/null 2>&1; status=$$?; \
 	container=$$($(COMPOSE) ps --all --quiet bootstrap); \
@@ -58,6 +73,26 @@ prune: ## Delete traces older than TRACE_RETENTION_DAYS now, in every experiment
 	@# Through the entrypoint: in team mode it reads the admin's password file.
 	@$(COMPOSE) exec retention docker-entrypoint.sh python3 scripts/retention.py
 
+backup: ## Back up databases and artifacts into backups/goose-mlflow-<UTC time>.tar, while goose keeps sending
+	@mkdir -p -m 700 backups
+	@$(STACK_COMPOSE) run --rm --no-deps migrate python3 scripts/backup.py
+
+restore: ## Restore a backup into this stack, which must hold no data (FILE=backups/....tar [FORCE=1])
+	@test -n "$(FILE)" || { echo "make restore: say which backup: make restore FILE=backups/goose-mlflow-....tar" >&2; exit 2; }
+	@test -f "$(FILE)" || { echo "make restore: $(FILE) is not a file; make backup writes them into backups/" >&2; exit 2; }
+	@# Checked while everything runs; only then is MLflow stopped, the stores
+	@# replaced, and the stack started again (its migrate job upgrades an older backup).
+	@$(STACK_COMPOSE) run --rm --no-deps --volume "$(abspath $(FILE)):/restore/$(notdir $(FILE)):ro" migrate \
+		python3 scripts/restore.py --check $(if $(FORCE),--force) "/restore/$(notdir $(FILE))"
+	@$(STACK_COMPOSE) stop $(if $(findstring compose.team.yaml,$(STACK_FILES)),proxy) retention mlflow
+	@$(STACK_COMPOSE) run --rm --no-deps --volume "$(abspath $(FILE)):/restore/$(notdir $(FILE)):ro" migrate \
+		python3 scripts/restore.py $(if $(FORCE),--force) "/restore/$(notdir $(FILE))"
+	@$(MAKE) --no-print-directory up COMPOSE="$(STACK_COMPOSE)" \
+		WAIT_FOR="$(if $(findstring compose.team.yaml,$(STACK_FILES)),proxy retention,mlflow retention)"
+
+status: $(HOST_STAMP) ## Each service's health, disk use, schema, traces per experiment, the last backup's age
+	@PYTHONPATH=scripts $(HOST_VENV)/bin/python scripts/host/status.py
+
 verify: ## Send one goose-shaped session through .env (or ENV_FILE=users/alice.env) and read it back
 	$(PYTHON) scripts/verify.py $(if $(ENV_FILE),--env-file "$(ENV_FILE)")
 
@@ -85,10 +120,15 @@ lock-image: ## Rebuild the MLflow image without the lock, then rewrite mlflow/co
 offline-images: ## Build local stand-ins for the base images (no registry needed)
 	bash tests/offline-images/build.sh
 
-$(STAMP): requirements-dev.txt constraints-dev.txt mlflow/requirements.txt
+$(STAMP): requirements-dev.txt requirements-host.txt constraints-dev.txt mlflow/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --requirement requirements-dev.txt --constraint constraints-dev.txt
 	touch $@
 
-clean: ## Remove .venv and caches (not the stack's volumes)
-	rm -rf $(VENV) .pytest_cache
+$(HOST_STAMP): requirements-host.txt constraints-dev.txt
+	$(PYTHON) -m venv $(HOST_VENV)
+	$(HOST_VENV)/bin/pip install --quiet --requirement requirements-host.txt --constraint constraints-dev.txt
+	touch $@
+
+clean: ## Remove .venv, .venv-host and caches (not the stack's volumes, not backups/)
+	rm -rf $(VENV) $(HOST_VENV) .pytest_cache

@@ -14,18 +14,15 @@ import os
 import sys
 import time
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from errors import StackError, run_command
+from store import s3_client
 
 
 def ensure_bucket(endpoint: str, bucket: str, retries: int) -> str:
     """'created' or 'exists'."""
-    client = boto3.client(
-        "s3", endpoint_url=endpoint, region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}))
+    client = s3_client(endpoint)
     for attempt in range(retries):
         try:
             client.head_bucket(Bucket=bucket)

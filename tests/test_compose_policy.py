@@ -60,9 +60,9 @@ def test_python_requirements_are_pinned_exactly(path):
 
 
 def pins(path: str) -> dict[str, str]:
-    """name (lower case, extras dropped) -> pinned version."""
+    """name (normalised as pip does: lower case, runs of -_. as one -; extras dropped) -> pinned version."""
     lines = (REPO / path).read_text().splitlines()
-    return {re.sub(r"\[.*\]", "", name).lower(): version for name, _, version in
+    return {re.sub(r"[-_.]+", "-", re.sub(r"\[.*\]", "", name)).lower(): version for name, _, version in
             (line.partition("==") for line in lines if "==" in line and not line.startswith("#"))}
 
 
@@ -111,9 +111,20 @@ def test_dependencies_use_conditions(name):
         assert spec["condition"] == expected, (name, dependency)
 
 
-def test_mlflow_waits_for_database_and_bucket_and_bootstrap_for_mlflow():
-    assert set(SERVICES["mlflow"]["depends_on"]) == {"postgres", "database", "bucket"}
+def test_mlflow_starts_after_the_migrate_job_which_waits_for_database_and_bucket():
+    assert set(SERVICES["mlflow"]["depends_on"]) == {"postgres", "migrate"}
+    assert SERVICES["mlflow"]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
+    assert set(SERVICES["migrate"]["depends_on"]) == {"postgres", "database", "bucket"}
     assert set(SERVICES["bootstrap"]["depends_on"]) == {"mlflow"}
+
+
+@pytest.mark.parametrize("team", [False, True])
+def test_the_migrate_job_reads_the_stores_as_mlflow_does(team):
+    services = load_compose({"MLFLOW_PUBLIC_URL": "https://m.example"}, team=team)["services"]
+    store_settings = ("MLFLOW_BACKEND_STORE_URI", "MLFLOW_ARTIFACTS_DESTINATION", "MLFLOW_S3_ENDPOINT_URL",
+                      "PGPASSWORD_FILE", "MLFLOW_AUTH_DATABASE_URI")
+    assert ({key: services["migrate"]["environment"].get(key) for key in store_settings}
+            == {key: services["mlflow"]["environment"].get(key) for key in store_settings})
 
 
 def test_nothing_sleeps():
@@ -259,8 +270,10 @@ EXTERNAL_SETTINGS = {"EXTERNAL_DATABASE_URI": "postgresql+psycopg2://r@db.exampl
 def test_external_services_switch_the_bundled_ones_off(team):
     services = load_compose(EXTERNAL_SETTINGS, team=team, external=True)["services"]
     assert not {"postgres", "minio", "database", "bucket"} & set(services)
-    assert services["mlflow"]["depends_on"] == {"secrets": {"condition": "service_completed_successfully"}}
-    assert services["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"] == EXTERNAL_SETTINGS["EXTERNAL_DATABASE_URI"]
+    assert set(services["mlflow"]["depends_on"]) == {"secrets", "migrate"}
+    assert services["migrate"]["depends_on"] == {"secrets": {"condition": "service_completed_successfully"}}
+    for service in ("mlflow", "migrate"):
+        assert services[service]["environment"]["MLFLOW_BACKEND_STORE_URI"] == EXTERNAL_SETTINGS["EXTERNAL_DATABASE_URI"]
 
 
 def test_external_services_need_their_settings():

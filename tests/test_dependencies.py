@@ -100,6 +100,12 @@ def test_every_package_the_stacks_commands_import_is_in_the_image():
     assert commands and {module: dist for module, dist in commands.items() if dist not in image} == {}
 
 
+def test_every_package_the_host_commands_import_is_in_the_host_requirements():
+    host = declared("requirements-host.txt")
+    commands = third_party_imports(sorted((REPO / "scripts" / "host").glob("*.py")), host)
+    assert commands and {module: dist for module, dist in commands.items() if dist not in host} == {}
+
+
 def test_every_declared_package_is_imported_or_runs_a_program():
     dev = declared("requirements-dev.txt")
     used = set(third_party_imports(python_files(), dev).values()) | set(PROGRAMS)

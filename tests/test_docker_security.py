@@ -187,6 +187,17 @@ def test_low_account_admin_is_refused_through_the_proxy_even_to_the_admin(team):
     assert status == 403
 
 
+def test_prometheus_metrics_are_refused_through_the_proxy(team):
+    status, _, body = team.request("GET", "/metrics", headers=team.auth("admin"))
+    assert status == 403 and b"mlflow_" not in body
+
+
+def test_prometheus_metrics_answer_inside_the_network(team):
+    scraped = team.exec("retention", "python3", "-c",
+                        "import urllib.request; print(urllib.request.urlopen('http://mlflow:5000/metrics').read().decode())")
+    assert "mlflow_otlp_request_duration_seconds" in scraped
+
+
 def test_low_the_demo_generator_is_refused(team):
     assert api(team, "bob", "POST", "/ajax-api/3.0/mlflow/demo/generate", {})[0] == 403
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,9 +10,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import envfile
+import stack_config as cfg
 from harness.native import SCRIPTS
 
 EMITTER = Path(__file__).with_name("otel_emit.py")
+POPULATE = Path(__file__).with_name("populate.py")
 
 
 def run_script(name: str, *args: str, env: Mapping[str, str] | None = None,
@@ -40,3 +43,20 @@ def experiment_id_in(env_file: Path) -> str:
     """The experiment id an env file's OTLP headers name."""
     headers = envfile.parse(env_file.read_text())["OTEL_EXPORTER_OTLP_HEADERS"]
     return headers.split(",")[0].removeprefix("x-mlflow-experiment-id=")
+
+
+def client_env(url: str) -> dict[str, str]:
+    """A bare environment with MLflow's own client pointed at a local stack (the settings team env files carry)."""
+    return {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), "MLFLOW_TRACKING_URI": url,
+            **cfg.MLFLOW_CLIENT_SETTINGS}
+
+
+def populate(env: Mapping[str, str] | None = None, env_file: Path | None = None) -> dict[str, str]:
+    """harness/populate.py with MLflow's client configured by `env`, or by sourcing a person's `env_file`."""
+    if env_file is not None:
+        result = run_sourced(env_file, sys.executable, str(POPULATE))
+    else:
+        result = subprocess.run([sys.executable, str(POPULATE)], capture_output=True, text=True, timeout=300,
+                                env=dict(env or {}))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])

@@ -10,6 +10,7 @@ the Docker SDK. Used by the Docker tests and by `make bench` / `make profile`.
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import signal
@@ -174,6 +175,26 @@ class ComposeProject:
         if exit_code != 0:
             raise AssertionError(f"{' '.join(command)} in {service} exited {exit_code}: {output.decode()}")
         return output.decode()
+
+    def sql(self, query: str, database: str = "mlflow") -> str:
+        """A query's rows (psql -At: one line each, columns split by |), as the superuser in the postgres container."""
+        return self.exec("postgres", "psql", "-U", "postgres", "-d", database, "-At", "-c", query).strip()
+
+    def incomplete_traces(self, experiment_id: str, spans_per_trace: int) -> int:
+        """Traces of the experiment stored with another number of spans than they were sent with."""
+        return int(self.sql(
+            "SELECT count(*) FROM (SELECT t.request_id FROM trace_info t LEFT JOIN spans s ON s.trace_id = t.request_id "
+            f"WHERE t.experiment_id = {int(experiment_id)} GROUP BY t.request_id "
+            f"HAVING count(s.span_id) <> {int(spans_per_trace)}) AS partial"))
+
+    def artifact_digests(self) -> dict[str, str]:
+        """Key (under the artifact destination) -> sha256 of every object in the bucket, read in the mlflow
+        container with the stack's own view of its store (scripts/store.py)."""
+        script = ("import hashlib, json, sys; sys.path.insert(0, 'scripts'); import store; "
+                  "bucket = store.artifact_bucket(); s3 = bucket.client(); "
+                  "print(json.dumps({key: hashlib.sha256(s3.get_object(Bucket=bucket.name, Key=bucket.prefix + key)"
+                  "['Body'].read()).hexdigest() for key, _ in bucket.objects()}))")
+        return json.loads(self.exec("mlflow", "docker-entrypoint.sh", "python3", "-c", script))
 
     def secret(self, name: str) -> str:
         """A generated credential, copied out of the secrets volume through the (exited) secrets job,

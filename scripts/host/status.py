@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""`make status`: the state of the stack started from this checkout, in one screen.
+
+Each service's state and health, the disk use of each volume, every
+database's schema revision against the one the image expects, the trace
+count and newest trace per experiment, and the age of the last backup in
+backups/. Runs on the host and asks the Docker engine (the Docker SDK); the
+databases' part is read by scripts/store.py inside the running mlflow
+container, which holds their credentials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import docker
+from docker.models.containers import Container
+
+from units import age, human_size
+
+PROJECT_DIR_LABEL = "com.docker.compose.project.working_dir"
+SERVICE_LABEL = "com.docker.compose.service"
+PROJECT_LABEL = "com.docker.compose.project"
+
+
+def fail(message: str) -> int:
+    print(f"status: error: {message}", file=sys.stderr)
+    return 1
+
+
+def project_containers(engine: docker.DockerClient, directory: Path) -> list[Container]:
+    return engine.containers.list(all=True, filters={"label": f"{PROJECT_DIR_LABEL}={directory}"})
+
+
+def service_lines(containers: list[Container]) -> list[str]:
+    lines = []
+    for container in sorted(containers, key=lambda c: c.labels[SERVICE_LABEL]):
+        state = container.attrs["State"]
+        if state["Status"] == "exited":
+            shown = "done" if state["ExitCode"] == 0 else f"FAILED (exit {state['ExitCode']})"
+        else:
+            shown = state["Status"] + (f", {state['Health']['Status']}" if "Health" in state else "")
+        lines.append(f"  {container.labels[SERVICE_LABEL]:<10} {shown}")
+    return lines
+
+
+def volume_lines(engine: docker.DockerClient, project: str) -> list[str]:
+    lines = []
+    for volume in engine.df().get("Volumes") or []:
+        if (volume.get("Labels") or {}).get(PROJECT_LABEL) == project:
+            size = (volume.get("UsageData") or {}).get("Size", -1)
+            lines.append(f"  {volume['Name']:<32} {human_size(size) if size >= 0 else 'unknown'}")
+    return sorted(lines)
+
+
+def database_lines(containers: list[Container], now: float) -> list[str]:
+    """Schema and traces, from inside the mlflow container."""
+    mlflow = [c for c in containers if c.labels[SERVICE_LABEL] == "mlflow" and c.status == "running"]
+    if not mlflow:
+        return ["  unavailable: mlflow is not running (make up)"]
+    code, output = mlflow[0].exec_run(["docker-entrypoint.sh", "python3", "scripts/store.py"], demux=True)
+    if code != 0:
+        return [f"  unavailable: {(output[1] or b'').decode().strip().splitlines()[-1:]}"]
+    lines = []
+    for kind, entry in json.loads(output[0]).items():
+        revision = entry["revision"]
+        verdict = ("as the image expects" if revision == entry["image_revision"]
+                   else f"image expects {entry['image_revision']}")
+        lines.append(f"  {kind} database {entry['name']}: schema {revision or 'not created yet'}, {verdict}")
+        for experiment in entry.get("experiments", []):
+            newest = experiment["newest_ms"]
+            when = (f"newest {datetime.fromtimestamp(newest / 1000, timezone.utc):%Y-%m-%d %H:%M} UTC "
+                    f"({age(now - newest / 1000)} ago)") if newest else "none yet"
+            lines.append(f"    experiment {experiment['id']} {experiment['name']}: {experiment['traces']} traces, {when}")
+    return lines
+
+
+def backup_line(directory: Path, now: float) -> str:
+    backups = sorted(directory.glob("goose-mlflow-*.tar"), key=lambda path: path.stat().st_mtime)
+    if not backups:
+        return "  none yet: make backup (docs/operations.md has a cron line)"
+    last = backups[-1]
+    return f"  backups/{last.name}: {age(now - last.stat().st_mtime)} old, {len(backups)} in backups/"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Show the state of the stack started from this checkout.")
+    parser.add_argument("--directory", type=Path, default=Path.cwd(),
+                        help="the checkout the stack was started from (default: the current directory)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    directory = args.directory.resolve()
+    try:
+        engine = docker.from_env()
+        containers = project_containers(engine, directory)
+    except docker.errors.DockerException as exc:
+        return fail(f"no Docker engine answers ({exc}); start Docker, then make status")
+    if not containers:
+        return fail(f"no stack was started from {directory}; start it with make up (or make team-up)")
+    now = time.time()
+    project = containers[0].labels[PROJECT_LABEL]
+    print(f"Stack {project} ({directory})")
+    print("Services:", *service_lines(containers), sep="\n")
+    print("Volumes:", *volume_lines(engine, project), sep="\n")
+    print("Databases:", *database_lines(containers, now), sep="\n")
+    print("Last backup:", backup_line(directory / "backups", now), sep="\n")
+    print("\nNext: make logs follows every service; make backup takes a backup now")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,268 @@
+"""Backup, restore and status of the real stack under a real Docker engine, as docs/operations.md runs them.
+
+A local stack gets goose sessions, an assessment, a run with artifacts and a
+versioned prompt with an alias; `make backup` takes it; the bad files and a
+stack that holds data are refused without a change; `docker compose down -v`,
+`make up` and `make restore` bring back the same rows and the same objects.
+Team mode does the same with accounts. Tests run in file order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import stat
+import subprocess
+import tarfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from harness.commands import client_env, experiment_id_in, populate, source_and_emit
+from harness.project import REPO_OWNER_UID, ComposeProject, clean_copy, require_engine
+from harness.team import TeamDeployment
+from stack_secrets import SECRETS
+
+pytestmark = pytest.mark.docker
+
+# What a team keeps: every row of these tables (those the schema has) is compared, whole.
+KEPT_TABLES = ("experiments", "experiment_tags", "trace_info", "trace_tags", "trace_request_metadata", "spans",
+               "assessments", "runs", "params", "metrics", "tags", "registered_models", "registered_model_tags",
+               "model_versions", "model_version_tags", "registered_model_aliases")
+ACCOUNT_TABLES = ("experiment_permissions", "registered_model_permissions")
+
+
+def fingerprint(project: ComposeProject, tables: tuple[str, ...] = KEPT_TABLES, database: str = "mlflow",
+                where: str = "") -> dict[str, str]:
+    """Table -> 'rows|md5 of every row's text, sorted'."""
+    present = set(project.sql("SELECT tablename FROM pg_tables WHERE schemaname = 'public'", database).split())
+    return {table: project.sql(f"SELECT count(*) || '|' || md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) "
+                               f"FROM {table} t {where}", database)
+            for table in tables if table in present}
+
+
+def accounts(project: ComposeProject) -> dict[str, str]:
+    """Every account but the admin (whose password is the stack's own) with its hash, and every permission."""
+    return {"users": project.sql("SELECT string_agg(username || ':' || password_hash || ':' || is_admin, ',' "
+                                 "ORDER BY username) FROM users WHERE username <> 'admin'", "mlflow_auth"),
+            **fingerprint(project, ACCOUNT_TABLES, "mlflow_auth")}
+
+
+def backup(project: ComposeProject) -> Path:
+    """`make backup`; the archive it names on its last line."""
+    result = project.run("make", "backup")
+    return project.directory / result.stdout.strip().splitlines()[-1]
+
+
+def restore(project: ComposeProject, archive: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
+    return project.run("make", "restore", f"FILE={archive.relative_to(project.directory)}", *extra, check=check)
+
+
+def members(archive: Path) -> dict[str, bytes]:
+    with tarfile.open(archive) as tar:
+        return {member.name: tar.extractfile(member).read() for member in tar if member.isfile()}
+
+
+def restore_errors(result: subprocess.CompletedProcess) -> list[str]:
+    """The lines restore.py printed as errors (make adds its own line after them)."""
+    return [line for line in result.stderr.splitlines() if line.startswith("restore: error: ")]
+
+
+def mlflow_is_healthy(project: ComposeProject) -> bool:
+    return project.states()["mlflow"][:2] == ("running", "healthy")
+
+
+# Local mode -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory):
+    """A local stack holding three goose sessions, an assessment, a run with artifacts and a prompt."""
+    require_engine()
+    project = ComposeProject(clean_copy(tmp_path_factory.mktemp("operations")))
+    # As `make up` run by the checkout's owner makes it (the tests run make as root).
+    (project.directory / "backups").mkdir(mode=0o700)
+    os.chown(project.directory / "backups", REPO_OWNER_UID, REPO_OWNER_UID)
+    try:
+        project.up()
+        for n in range(3):
+            source_and_emit(project.env_file, f"ops-{n}-{uuid.uuid4().hex[:6]}")
+        project.populated = populate(client_env(project.url))
+        project.before = fingerprint(project)
+        project.digests = project.artifact_digests()
+        yield project
+    finally:
+        project.down()
+
+
+@pytest.fixture(scope="module")
+def archive(local) -> Path:
+    return backup(local)
+
+
+def test_make_backup_prints_the_archive_path_last(local, archive):
+    assert archive.parent == local.directory / "backups"
+    assert archive.name.startswith("goose-mlflow-") and archive.name.endswith("Z.tar") and archive.is_file()
+
+
+def test_the_backup_is_readable_by_the_owner_of_backups_only(local, archive):
+    assert stat.S_IMODE(archive.stat().st_mode) == 0o600
+    assert stat.S_IMODE(archive.parent.stat().st_mode) == 0o700
+    assert archive.stat().st_uid == REPO_OWNER_UID and archive.parent.stat().st_uid == REPO_OWNER_UID
+
+
+def test_the_manifest_names_version_schema_counts_and_every_members_checksum(local, archive):
+    import store
+
+    contents = members(archive)
+    manifest = json.loads(contents.pop("manifest.json"))
+    assert manifest["mlflow_version"] == local.container("mlflow").image.tags[0].rsplit(":", 1)[1]
+    tracking = manifest["databases"]["tracking"]
+    assert tracking["revision"] == local.sql("SELECT version_num FROM alembic_version")
+    for label in ("experiments", "runs", "traces", "spans", "assessments"):
+        table = store.COUNTED_TABLES["tracking"][label]
+        assert tracking["counts"][label] == int(local.sql(f"SELECT count(*) FROM {table}")) > 0, label
+    assert manifest["artifacts"]["objects"] == len(local.digests) >= 2
+    assert manifest["members"] == {name: hashlib.sha256(data).hexdigest() for name, data in contents.items()}
+
+
+def test_the_backup_holds_no_credential_of_the_stack(local, archive):
+    dump_sql = local.compose("run", "--rm", "--no-deps", "--volume", f"{archive}:/restore/backup.tar:ro", "migrate",
+                             "sh", "-c", "tar -xOf /restore/backup.tar databases/tracking.dump | pg_restore -f -").stdout
+    assert "CREATE TABLE public.spans" in dump_sql
+    raw = archive.read_bytes()
+    for name in SECRETS:
+        value = local.secret(name)
+        assert value.encode() not in raw and value not in dump_sql, name
+
+
+def test_restore_refuses_a_stack_that_holds_data_and_changes_nothing(local, archive):
+    result = restore(local, archive, check=False)
+    [error] = restore_errors(result)
+    assert result.returncode != 0 and error.startswith("restore: error: this stack holds data already (")
+    assert "FORCE=1" in error
+    assert mlflow_is_healthy(local) and fingerprint(local) == local.before
+
+
+def corrupt(data: bytes) -> bytes:
+    """One byte of the tracking dump flipped: still a tar, a checksum no longer matches."""
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        offset = tar.getmember("databases/tracking.dump").offset_data + 100
+    return data[:offset] + bytes([data[offset] ^ 0xFF]) + data[offset + 1:]
+
+
+def foreign(_: bytes) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        info = tarfile.TarInfo("notes.txt")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"hello"))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("damage, message", [
+    (corrupt, "databases/tracking.dump does not match its checksum"),
+    (lambda data: data[: len(data) // 2], "truncated"),
+    (foreign, "has no manifest.json: it is not a goose-mlflow backup"),
+    (lambda _: b"just some text\n" * 100, "not a readable tar archive"),
+], ids=["corrupt", "truncated", "foreign-tar", "not-a-tar"])
+def test_a_damaged_or_foreign_file_is_refused_in_one_line_and_nothing_changes(local, archive, damage, message):
+    bad = archive.with_name(f"bad-{uuid.uuid4().hex[:6]}.tar")
+    bad.write_bytes(damage(archive.read_bytes()))
+    result = restore(local, bad, "FORCE=1", check=False)
+    errors = restore_errors(result)
+    assert result.returncode != 0 and len(errors) == 1 and message in errors[0], result.stderr
+    assert mlflow_is_healthy(local) and fingerprint(local) == local.before
+
+
+def test_restore_into_a_fresh_stack_brings_back_every_row_and_object(local, archive):
+    local.down()
+    local.up()
+    assert fingerprint(local)["trace_info"].startswith("0|")
+    result = restore(local, archive)
+    assert f"Restored {archive.name}:" in result.stdout
+    assert fingerprint(local) == local.before
+    assert local.artifact_digests() == local.digests
+
+
+def test_the_env_file_works_after_the_restore(local):
+    trace_id = source_and_emit(local.env_file, f"after-restore-{uuid.uuid4().hex[:6]}")
+    assert trace_id in local.client().trace_ids(experiment_id_in(local.env_file))
+
+
+def test_a_backup_taken_under_load_restores_every_trace_whole(local):
+    import load
+
+    experiment = local.client().create_experiment(f"backup-under-load-{uuid.uuid4().hex[:6]}")
+    taken: list[Path] = []
+    exporters = load.run_exporters(f"http://127.0.0.1:{local.port}", experiment, concurrency=4, seconds=25,
+                                   traces=5, prompt="x", during=lambda: taken.append(backup(local)))
+    assert sum(exporter.statuses["200"] for exporter in exporters) > 0
+    manifest = json.loads(members(taken[0])["manifest.json"])
+    result = restore(local, taken[0], "FORCE=1")
+    assert "replacing" in result.stderr
+    assert int(local.sql("SELECT count(*) FROM trace_info")) == manifest["databases"]["tracking"]["counts"]["traces"]
+    assert int(local.sql(f"SELECT count(*) FROM trace_info WHERE experiment_id = {int(experiment)}")) > 0
+    assert local.incomplete_traces(experiment, spans_per_trace=3) == 0
+
+
+def test_make_status_shows_health_disk_schema_traces_and_the_last_backup(local):
+    output = local.run("make", "status").stdout
+    revision = local.sql("SELECT version_num FROM alembic_version")
+    experiment = experiment_id_in(local.env_file)
+    traces = local.sql(f"SELECT count(*) FROM trace_info WHERE experiment_id = {int(experiment)}")
+    assert "  mlflow     running, healthy" in output and "  migrate    done" in output
+    assert f"{local.name}_pgdata" in output
+    assert f"tracking database mlflow: schema {revision}, as the image expects" in output
+    assert f"experiment {experiment} goose-traces: {traces} traces, newest " in output
+    newest = max((local.directory / "backups").glob("goose-mlflow-*.tar"), key=lambda path: path.stat().st_mtime)
+    assert f"backups/{newest.name}: " in output
+    assert output.rstrip().splitlines()[-1].startswith("Next: ")
+
+
+# Team mode --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def team(tmp_path_factory):
+    """Team mode with alice and bob; alice has sent a session and populated the stack through her env file."""
+    require_engine()
+    deployment = TeamDeployment(clean_copy(tmp_path_factory.mktemp("team-operations")))
+    try:
+        deployment.start(("alice", "bob"))
+        source_and_emit(deployment.person_env_file("alice"), f"team-ops-{uuid.uuid4().hex[:6]}")
+        populate(env_file=deployment.person_env_file("alice"))
+        deployment.before = fingerprint(deployment)
+        deployment.accounts = accounts(deployment)
+        deployment.digests = deployment.artifact_digests()
+        yield deployment
+    finally:
+        deployment.down()
+
+
+def test_team_restore_into_a_fresh_stack_brings_back_data_accounts_and_permissions(team):
+    archive = backup(team)
+    assert set(json.loads(members(archive)["manifest.json"])["databases"]) == {"tracking", "accounts"}
+    team.down()
+    team.up("team-up")
+    # A rebuilt stack has a new local CA: the documented step hands it out again (docs/operations.md).
+    team.run("make", "team-ca")
+    restore(team, archive)
+    assert fingerprint(team) == team.before
+    assert accounts(team) == team.accounts
+    assert team.artifact_digests() == team.digests
+
+
+def test_team_a_persons_existing_env_file_works_after_the_restore(team):
+    result = team.run("make", "verify", f"ENV_FILE={team.person_env_file('alice')}")
+    assert "Spans:" in result.stdout
+
+
+def test_team_the_admin_of_the_stack_restored_into_still_works(team):
+    result = team.run("make", "user", "NAME=carol", f"CA_FILE={team.ca}")
+    assert "users/carol.env" in result.stdout
+    trace_id = source_and_emit(team.person_env_file("carol"), f"carol-{uuid.uuid4().hex[:6]}")
+    assert trace_id in team.client("carol").trace_ids(experiment_id_in(team.person_env_file("carol")))

@@ -1,0 +1,144 @@
+"""Upgrading MLflow under the real Docker engine: data written by the previous minor release stays readable.
+
+The previous release's image is built from the same Dockerfile with the older
+pin (its own tag, its own lock left empty), in a clean copy whose pin is then
+moved back to the current one, as an upgrade moves it. Tests run in file order
+on one project: a sabotaged migration fails `make up` and changes nothing; the
+real one backs up first and upgrades; going back to the older image is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tarfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from harness.commands import client_env, experiment_id_in, populate, source_and_emit
+from harness.compose_file import REPO
+from harness.project import ComposeProject, clean_copy, require_engine
+from test_compose_policy import MLFLOW_VERSION
+
+pytestmark = pytest.mark.docker
+
+# The newest release of the minor before the pinned one on the package index; move it with the pin.
+PREVIOUS_MLFLOW = "3.16.1"
+PINNED_FILES = ("compose.yaml", "mlflow/requirements.txt", "mlflow/constraints.txt")
+# A table MLflow 3.17's last migration creates: made by hand first, it makes that migration fail.
+CREATED_BY_THE_UPGRADE = "scheduler_leases"
+
+
+def test_the_previous_release_is_the_minor_before_the_pin():
+    pinned, previous = (tuple(int(part) for part in v.split(".")[:2]) for v in (MLFLOW_VERSION, PREVIOUS_MLFLOW))
+    assert previous == (pinned[0], pinned[1] - 1)
+
+
+def pin_mlflow(directory: Path, version: str) -> None:
+    """Point the copy at `version`: the image's tag and pin, and an empty lock (each release locks its own)."""
+    for name in PINNED_FILES:
+        shutil.copy2(REPO / name, directory / name)
+    if version == MLFLOW_VERSION:
+        return
+    requirements = directory / "mlflow/requirements.txt"
+    requirements.write_text(re.sub(r"^mlflow\[auth\]==\S+$", f"mlflow[auth]=={version}",
+                                   requirements.read_text(), flags=re.M))
+    (directory / "mlflow/constraints.txt").write_text("# none: this release's own resolution\n")
+    compose = directory / "compose.yaml"
+    compose.write_text(compose.read_text().replace(f"goose-mlflow/mlflow:{MLFLOW_VERSION}",
+                                                   f"goose-mlflow/mlflow:{version}"))
+
+
+def content(project: ComposeProject) -> dict[str, str]:
+    """What a user reads back, in columns every schema since the older release has."""
+    queries = {
+        "spans": "SELECT string_agg(trace_id || span_id || md5(content), ',' ORDER BY trace_id, span_id) FROM spans",
+        "traces": "SELECT string_agg(request_id || ':' || experiment_id, ',' ORDER BY request_id) FROM trace_info",
+        "assessments": "SELECT string_agg(assessment_id || name || value, ',' ORDER BY assessment_id) FROM assessments",
+        "runs": "SELECT string_agg(run_uuid || name, ',' ORDER BY run_uuid) FROM runs",
+        "params": "SELECT string_agg(run_uuid || key || value, ',' ORDER BY run_uuid, key) FROM params",
+        "prompts": "SELECT string_agg(name || version || source, ',' ORDER BY name, version) FROM model_versions",
+        "aliases": "SELECT string_agg(name || alias || version, ',' ORDER BY name) FROM registered_model_aliases",
+    }
+    return {name: project.sql(query) for name, query in queries.items()}
+
+
+def revision(project: ComposeProject) -> str:
+    return project.sql("SELECT version_num FROM alembic_version")
+
+
+def backups(project: ComposeProject) -> list[Path]:
+    return sorted((project.directory / "backups").glob("goose-mlflow-*.tar"))
+
+
+def manifest(archive: Path) -> dict:
+    with tarfile.open(archive) as tar:
+        return json.loads(tar.extractfile("manifest.json").read())
+
+
+@pytest.fixture(scope="module")
+def older(tmp_path_factory):
+    """A stack run by the previous release's image, holding goose sessions, a run, artifacts and a prompt."""
+    require_engine()
+    directory = clean_copy(tmp_path_factory.mktemp("upgrade"))
+    pin_mlflow(directory, PREVIOUS_MLFLOW)
+    project = ComposeProject(directory)
+    try:
+        project.up()
+        assert project.container("mlflow").image.tags == [f"goose-mlflow/mlflow:{PREVIOUS_MLFLOW}"]
+        for n in range(2):
+            source_and_emit(project.env_file, f"older-{n}-{uuid.uuid4().hex[:6]}")
+        populate(client_env(project.url))
+        project.older_revision = revision(project)
+        project.content = content(project)
+        project.digests = project.artifact_digests()
+        yield project
+    finally:
+        project.down()
+
+
+def test_a_failed_migration_fails_make_up_and_leaves_the_data_and_a_backup(older):
+    # Owned by MLflow's role, as its own tables are: the backup before the upgrade can read it.
+    older.sql(f"SET ROLE mlflow; CREATE TABLE {CREATED_BY_THE_UPGRADE} (lease_key text)")
+    pin_mlflow(older.directory, MLFLOW_VERSION)
+    result = older.run("make", "up", check=False)
+    assert result.returncode != 0
+    assert "make up: migrate failed:" in result.stderr
+    assert f"migrate: error: upgrading the tracking database from {older.older_revision} to " in result.stderr
+    [taken] = backups(older)
+    assert f"backups/{taken.name}" in result.stderr
+    assert manifest(taken)["mlflow_version"] == MLFLOW_VERSION  # the new image took it, of the old schema
+    assert manifest(taken)["databases"]["tracking"]["revision"] == older.older_revision
+    assert revision(older) == older.older_revision and content(older) == older.content
+    assert "mlflow" not in {name for name, (status, _, _) in older.states().items() if status == "running"}
+
+
+def test_make_up_with_the_new_pin_backs_up_then_upgrades_and_the_data_reads_back(older):
+    older.sql(f"DROP TABLE {CREATED_BY_THE_UPGRADE}")
+    before = set(backups(older))
+    older.up()
+    [taken] = set(backups(older)) - before
+    assert manifest(taken)["databases"]["tracking"]["revision"] == older.older_revision
+    logs = older.container("migrate").logs().decode()
+    assert f"upgrading schema {older.older_revision} -> {revision(older)}" in logs
+    assert f"backup written: backups/{taken.name}" in logs and f"now at {revision(older)}" in logs
+    # The server started on a schema already at its head: it had nothing to migrate by itself.
+    assert (older.container("mlflow").attrs["State"]["StartedAt"]
+            > older.container("migrate").attrs["State"]["FinishedAt"])
+    assert revision(older) != older.older_revision
+    assert content(older) == older.content
+    assert older.artifact_digests() == older.digests
+    assert len(older.client().trace_ids(experiment_id_in(older.env_file))) == 2
+
+
+def test_a_database_newer_than_the_image_is_refused_naming_the_backup_to_restore(older):
+    newest_readable = backups(older)[-1]
+    pin_mlflow(older.directory, PREVIOUS_MLFLOW)
+    result = older.run("make", "up", check=False)
+    assert result.returncode != 0
+    assert "which MLflow 3.16.1 does not know: a newer MLflow wrote it" in result.stderr
+    assert f"make restore FILE=backups/{newest_readable.name} FORCE=1" in result.stderr
+    pin_mlflow(older.directory, MLFLOW_VERSION)
