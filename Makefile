@@ -34,8 +34,10 @@ up: ## Start the stack, wait until healthy, print the bootstrap's summary
 	@mkdir -p -m 700 backups
 	@$(COMPOSE) up --detach --build --wait $(WAIT_FOR) || { status=$$?; \
 	  for job in $$($(COMPOSE) ps --all --status exited --format '{{.Service}}:{{.ExitCode}}' | grep -v ':0$$'); do \
-	    echo "make up: $${job%%:*} failed:" >&2; $(COMPOSE) logs --no-log-prefix "$${job%%:*}" 2>/dev/null | tail -n 3 >&2; done; \
+	    echo "make up: $${job%%:*} failed:" >&2; docker logs $$($(COMPOSE) ps --all --quiet "$${job%%:*}") 2>&1 | tail -n 1 >&2; done; \
 	  exit $$status; }
+	@# What the migrate job did, when it did more than check (an upgrade, after a backup).
+	@docker logs $$($(COMPOSE) ps --all --quiet migrate) 2>&1 | grep '^migrate: upgraded' || true
 	@$(COMPOSE) up --detach --no-deps --force-recreate bootstrap 2>/dev/null; \
 	$(COMPOSE) wait bootstrap >/dev/null 2>&1; status=$$?; \
 	container=$$($(COMPOSE) ps --all --quiet bootstrap); \

@@ -203,20 +203,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run(args: argparse.Namespace) -> str:
+def run(args: argparse.Namespace) -> str | None:
     if not args.file.is_file():
         raise StackError(f"{args.file} is not a file; give a backup written by make backup")
     databases, bucket = store.databases(), store.artifact_bucket()
     try:
         manifest = verify_file(args.file)
-        log(f"{args.file.name}: every checksum matches (MLflow {manifest['mlflow_version']}, {manifest['created']})")
         check_image_reads(manifest, databases)
         held = held_data(databases, bucket)
         if held and not args.force:
             raise StackError(f"this stack holds data already ({', '.join(held)}); restore into a fresh stack "
                              "(docker compose down -v, then make up), or give FORCE=1 to replace it")
         if args.check:
-            return f"{args.file.name} can be restored here"
+            log(f"{args.file.name}: every checksum matches (MLflow {manifest['mlflow_version']}, taken "
+                f"{manifest['created']}); this stack {'holds data, which FORCE=1 replaces' if held else 'is empty'}: "
+                "stopping MLflow to restore it")
+            return None
         if held:
             log(f"replacing {', '.join(held)} (FORCE=1)")
             clear_bucket(bucket)

@@ -209,6 +209,24 @@ def test_a_backup_taken_under_load_restores_every_trace_whole(local):
     assert local.incomplete_traces(experiment, spans_per_trace=3) == 0
 
 
+def test_the_documented_cron_line_takes_a_backup(local):
+    """docs/operations.md's crontab, run as cron runs it: its PATH, the checkout's path in place of /srv/goose-mlflow."""
+    import re
+
+    from harness.compose_file import REPO
+
+    doc = (REPO / "docs" / "operations.md").read_text()
+    path = re.search(r"^PATH=(\S+)$", doc, re.M).group(1)
+    command = re.search(r"^[0-9]+ [0-9]+ \* \* \* (.+)$", doc, re.M).group(1)
+    before = set((local.directory / "backups").glob("goose-mlflow-*.tar"))
+    environment = {"PATH": path, "HOME": "/root", "COMPOSE_PROJECT_NAME": local.name, "MLFLOW_PORT": str(local.port)}
+    result = subprocess.run(["sh", "-c", command.replace("/srv/goose-mlflow", str(local.directory))],
+                            env=environment, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert len(set((local.directory / "backups").glob("goose-mlflow-*.tar")) - before) == 1
+    assert "backup: error" not in (local.directory / "backups" / "backup.log").read_text()
+
+
 def test_make_status_shows_health_disk_schema_traces_and_the_last_backup(local):
     output = local.run("make", "status").stdout
     revision = local.sql("SELECT version_num FROM alembic_version")

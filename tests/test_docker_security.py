@@ -192,10 +192,21 @@ def test_prometheus_metrics_are_refused_through_the_proxy(team):
     assert status == 403 and b"mlflow_" not in body
 
 
-def test_prometheus_metrics_answer_inside_the_network(team):
-    scraped = team.exec("retention", "python3", "-c",
-                        "import urllib.request; print(urllib.request.urlopen('http://mlflow:5000/metrics').read().decode())")
-    assert "mlflow_otlp_request_duration_seconds" in scraped
+def test_prometheus_metrics_answer_inside_the_network_to_an_account(team):
+    """A scraper inside the network authenticates as an account (here the admin, whose password the
+    retention container holds); without one, MLflow's basic-auth answers 401."""
+    scrape = ("import base64, os, sys, urllib.request, urllib.error\n"
+              "request = urllib.request.Request('http://mlflow:5000/metrics')\n"
+              "if sys.argv[1] == 'auth':\n"
+              "    token = base64.b64encode(f\"admin:{os.environ['MLFLOW_TRACKING_PASSWORD']}\".encode()).decode()\n"
+              "    request.add_header('Authorization', 'Basic ' + token)\n"
+              "try:\n"
+              "    print(urllib.request.urlopen(request).read().decode())\n"
+              "except urllib.error.HTTPError as exc:\n"
+              "    print(exc.code)\n")
+    assert "mlflow_otlp_request_duration_seconds" in team.exec("retention", "docker-entrypoint.sh", "python3", "-c",
+                                                              scrape, "auth")
+    assert team.exec("retention", "docker-entrypoint.sh", "python3", "-c", scrape, "none").strip() == "401"
 
 
 def test_low_the_demo_generator_is_refused(team):
