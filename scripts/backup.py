@@ -36,9 +36,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
 
-import psycopg2
-from botocore.exceptions import BotoCoreError, ClientError
-
 import store
 from envfile import give_to_directory_owner
 from errors import StackError, run_command
@@ -118,17 +115,14 @@ def dump_database(archive: Archive, database: store.Database) -> dict:
 def copy_artifacts(archive: Archive, bucket: store.Bucket) -> dict:
     client = bucket.client()
     objects = total = 0
-    try:
-        for key, size in bucket.objects():
-            body = client.get_object(Bucket=bucket.name, Key=bucket.prefix + key)["Body"]
-            with closing(body):
-                archive.add_stream(f"artifacts/{key}", body, size)
-            objects += 1
-            total += size
-            if objects % 200 == 0:
-                log(f"artifacts: {objects} objects ({human_size(total)}) so far")
-    except (BotoCoreError, ClientError) as exc:
-        raise StackError(f"reading the artifact bucket {bucket.name}: {exc}") from None
+    for key, size in bucket.objects():
+        body = client.get_object(Bucket=bucket.name, Key=bucket.prefix + key)["Body"]
+        with closing(body):
+            archive.add_stream(f"artifacts/{key}", body, size)
+        objects += 1
+        total += size
+        if objects % 200 == 0:
+            log(f"artifacts: {objects} objects ({human_size(total)}) so far")
     log(f"artifacts: {objects} objects ({human_size(total)}) from s3://{bucket.name}/{bucket.prefix}")
     return {"objects": objects, "bytes": total}
 
@@ -205,10 +199,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> str:
-    try:
+    with store.one_line_errors():
         path = take_backup(args.directory)
-    except psycopg2.Error as exc:
-        raise StackError(f"reading the database: {str(exc).strip().splitlines()[0]}") from None
     log(f"{path.name}: {human_size(path.stat().st_size)}, mode 0600. Next: keep a copy off this machine; "
         f"restore with make restore FILE=backups/{path.name}")
     return f"backups/{path.name}"

@@ -17,7 +17,7 @@ import time
 from botocore.exceptions import BotoCoreError, ClientError
 
 from errors import StackError, run_command
-from store import s3_client
+from store import one_line_errors, s3_client
 
 
 def ensure_bucket(endpoint: str, bucket: str, retries: int) -> str:
@@ -57,10 +57,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> None:
-    try:
+    with one_line_errors(f"bucket {args.bucket} at {args.endpoint}"):
         state = ensure_bucket(args.endpoint, args.bucket, args.retries)
-    except (BotoCoreError, ClientError) as exc:
-        raise StackError(f"bucket {args.bucket} at {args.endpoint}: {exc}") from None
     print(f"create_bucket: bucket {args.bucket} {state}", file=sys.stderr)
 
 

@@ -24,6 +24,7 @@ from psycopg2 import sql
 from psycopg2.extensions import cursor as Cursor
 
 from errors import StackError, run_command
+from store import one_line_errors
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -81,7 +82,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> None:
     role = check_identifier(args.role, "role")
     databases = [check_identifier(name.strip(), "database") for name in args.databases.split(",") if name.strip()]
-    try:
+    with one_line_errors():
         connection = connect(args.retries)
         try:
             with connection.cursor() as cursor:
@@ -91,8 +92,6 @@ def run(args: argparse.Namespace) -> None:
                     print(f"create_database: database {name} {ensure_database(cursor, name, role)}", file=sys.stderr)
         finally:
             connection.close()
-    except psycopg2.Error as exc:
-        raise StackError(str(exc).strip().splitlines()[0]) from None
 
 
 def main(argv: list[str] | None = None) -> int:

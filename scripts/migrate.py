@@ -22,8 +22,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psycopg2
-
 import store
 from backup import DEFAULT_DIRECTORY, NAME_PREFIX, mlflow_version, read_manifest, take_backup
 from errors import StackError, run_command
@@ -95,7 +93,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> str:
-    try:
+    with store.one_line_errors():
         databases = store.databases()
         behind = plan(databases, args.backups)
         if not behind:
@@ -105,8 +103,6 @@ def run(args: argparse.Namespace) -> str:
         log(f"backup written: backups/{backup.name}")
         for database, current, head in behind:
             upgrade(database, current, head, backup)
-    except psycopg2.Error as exc:
-        raise StackError(f"database: {str(exc).strip().splitlines()[0]}") from None
     return f"migrate: upgraded to MLflow {mlflow_version()}'s schema; backup first: backups/{backup.name}"
 
 

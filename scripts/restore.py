@@ -30,9 +30,7 @@ import tempfile
 from contextlib import closing
 from pathlib import Path
 
-import psycopg2
 from psycopg2 import sql
-from botocore.exceptions import BotoCoreError, ClientError
 
 import store
 from backup import CHUNK, MANIFEST, mlflow_version, read_manifest
@@ -207,7 +205,7 @@ def run(args: argparse.Namespace) -> str | None:
     if not args.file.is_file():
         raise StackError(f"{args.file} is not a file; give a backup written by make backup")
     databases, bucket = store.databases(), store.artifact_bucket()
-    try:
+    with store.one_line_errors():
         manifest = verify_file(args.file)
         check_image_reads(manifest, databases)
         held = held_data(databases, bucket)
@@ -227,10 +225,6 @@ def run(args: argparse.Namespace) -> str | None:
         if admin:
             log(f"account {admin} takes this stack's admin password")
         lines = check_counts(manifest, databases, objects)
-    except psycopg2.Error as exc:
-        raise StackError(f"database: {str(exc).strip().splitlines()[0]}") from None
-    except (BotoCoreError, ClientError) as exc:
-        raise StackError(f"artifact bucket {bucket.name}: {exc}") from None
     return "\n".join([f"Restored {args.file.name}:", *lines])
 
 

@@ -16,13 +16,14 @@ import os
 import re
 import sys
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import boto3
 import psycopg2
 from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
 
 from errors import StackError, run_command
 
@@ -35,6 +36,18 @@ COUNTED_TABLES = {
                  "registered_model_permissions": "registered_model_permissions"},
 }
 _TABLE_NAME = re.compile(r"^[a-z_]+$")
+
+
+@contextmanager
+def one_line_errors(where: str | None = None) -> Iterator[None]:
+    """PostgreSQL's and the object store's errors inside, as one StackError line naming `where` (or the store)."""
+    try:
+        yield
+    except psycopg2.Error as exc:
+        raise StackError(f"{where or 'PostgreSQL'}: {(str(exc).strip().splitlines() or [type(exc).__name__])[0]}") \
+            from None
+    except (BotoCoreError, ClientError) as exc:
+        raise StackError(f"{where or 'object store'}: {exc}") from None
 
 
 @dataclass(frozen=True)
