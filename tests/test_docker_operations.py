@@ -28,37 +28,14 @@ from stack_secrets import SECRETS
 
 pytestmark = pytest.mark.docker
 
-# What a team keeps: every row of these tables (those the schema has) is compared, whole.
-KEPT_TABLES = ("experiments", "experiment_tags", "trace_info", "trace_tags", "trace_request_metadata", "spans",
-               "assessments", "runs", "params", "metrics", "tags", "registered_models", "registered_model_tags",
-               "model_versions", "model_version_tags", "registered_model_aliases")
 ACCOUNT_TABLES = ("experiment_permissions", "registered_model_permissions")
-
-
-def fingerprint(project: ComposeProject, tables: tuple[str, ...] = KEPT_TABLES, database: str = "mlflow",
-                where: str = "") -> dict[str, str]:
-    """Table -> 'rows|md5 of every row's text, sorted'."""
-    present = set(project.sql("SELECT tablename FROM pg_tables WHERE schemaname = 'public'", database).split())
-    return {table: project.sql(f"SELECT count(*) || '|' || md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) "
-                               f"FROM {table} t {where}", database)
-            for table in tables if table in present}
 
 
 def accounts(project: ComposeProject) -> dict[str, str]:
     """Every account but the admin (whose password is the stack's own) with its hash, and every permission."""
     return {"users": project.sql("SELECT string_agg(username || ':' || password_hash || ':' || is_admin, ',' "
                                  "ORDER BY username) FROM users WHERE username <> 'admin'", "mlflow_auth"),
-            **fingerprint(project, ACCOUNT_TABLES, "mlflow_auth")}
-
-
-def backup(project: ComposeProject) -> Path:
-    """`make backup`; the archive it names on its last line."""
-    result = project.run("make", "backup")
-    return project.directory / result.stdout.strip().splitlines()[-1]
-
-
-def restore(project: ComposeProject, archive: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
-    return project.run("make", "restore", f"FILE={archive.relative_to(project.directory)}", *extra, check=check)
+            **project.table_digests(ACCOUNT_TABLES, "mlflow_auth")}
 
 
 def members(archive: Path) -> dict[str, bytes]:
@@ -91,7 +68,7 @@ def local(tmp_path_factory):
         for n in range(3):
             source_and_emit(project.env_file, f"ops-{n}-{uuid.uuid4().hex[:6]}")
         project.populated = populate(client_env(project.url))
-        project.before = fingerprint(project)
+        project.before = project.table_digests()
         project.digests = project.artifact_digests()
         yield project
     finally:
@@ -100,7 +77,7 @@ def local(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def archive(local) -> Path:
-    return backup(local)
+    return local.backup()
 
 
 def test_make_backup_prints_the_archive_path_last(local, archive):
@@ -140,11 +117,11 @@ def test_the_backup_holds_no_credential_of_the_stack(local, archive):
 
 
 def test_restore_refuses_a_stack_that_holds_data_and_changes_nothing(local, archive):
-    result = restore(local, archive, check=False)
+    result = local.restore(archive, check=False)
     [error] = restore_errors(result)
     assert result.returncode != 0 and error.startswith("restore: error: this stack holds data already (")
     assert "FORCE=1" in error
-    assert mlflow_is_healthy(local) and fingerprint(local) == local.before
+    assert mlflow_is_healthy(local) and local.table_digests() == local.before
 
 
 def corrupt(data: bytes) -> bytes:
@@ -172,19 +149,19 @@ def foreign(_: bytes) -> bytes:
 def test_a_damaged_or_foreign_file_is_refused_in_one_line_and_nothing_changes(local, archive, damage, message):
     bad = archive.with_name(f"bad-{uuid.uuid4().hex[:6]}.tar")
     bad.write_bytes(damage(archive.read_bytes()))
-    result = restore(local, bad, "FORCE=1", check=False)
+    result = local.restore(bad, "FORCE=1", check=False)
     errors = restore_errors(result)
     assert result.returncode != 0 and len(errors) == 1 and message in errors[0], result.stderr
-    assert mlflow_is_healthy(local) and fingerprint(local) == local.before
+    assert mlflow_is_healthy(local) and local.table_digests() == local.before
 
 
 def test_restore_into_a_fresh_stack_brings_back_every_row_and_object(local, archive):
     local.down()
     local.up()
-    assert fingerprint(local)["trace_info"].startswith("0|")
-    result = restore(local, archive)
+    assert local.table_digests()["trace_info"].startswith("0|")
+    result = local.restore(archive)
     assert f"Restored {archive.name}:" in result.stdout
-    assert fingerprint(local) == local.before
+    assert local.table_digests() == local.before
     assert local.artifact_digests() == local.digests
 
 
@@ -199,10 +176,10 @@ def test_a_backup_taken_under_load_restores_every_trace_whole(local):
     experiment = local.client().create_experiment(f"backup-under-load-{uuid.uuid4().hex[:6]}")
     taken: list[Path] = []
     exporters = load.run_exporters(f"http://127.0.0.1:{local.port}", experiment, concurrency=4, seconds=25,
-                                   traces=5, prompt="x", during=lambda: taken.append(backup(local)))
+                                   traces=5, prompt="x", during=lambda: taken.append(local.backup()))
     assert sum(exporter.statuses["200"] for exporter in exporters) > 0
     manifest = json.loads(members(taken[0])["manifest.json"])
-    result = restore(local, taken[0], "FORCE=1")
+    result = local.restore(taken[0], "FORCE=1")
     assert "replacing" in result.stderr
     assert int(local.sql("SELECT count(*) FROM trace_info")) == manifest["databases"]["tracking"]["counts"]["traces"]
     assert int(local.sql(f"SELECT count(*) FROM trace_info WHERE experiment_id = {int(experiment)}")) > 0
@@ -253,7 +230,7 @@ def team(tmp_path_factory):
         deployment.start(("alice", "bob"))
         source_and_emit(deployment.person_env_file("alice"), f"team-ops-{uuid.uuid4().hex[:6]}")
         populate(env_file=deployment.person_env_file("alice"))
-        deployment.before = fingerprint(deployment)
+        deployment.before = deployment.table_digests()
         deployment.accounts = accounts(deployment)
         deployment.digests = deployment.artifact_digests()
         yield deployment
@@ -262,14 +239,14 @@ def team(tmp_path_factory):
 
 
 def test_team_restore_into_a_fresh_stack_brings_back_data_accounts_and_permissions(team):
-    archive = backup(team)
+    archive = team.backup()
     assert set(json.loads(members(archive)["manifest.json"])["databases"]) == {"tracking", "accounts"}
     team.down()
     team.up("team-up")
     # A rebuilt stack has a new local CA: the documented step hands it out again (docs/operations.md).
     team.run("make", "team-ca")
-    restore(team, archive)
-    assert fingerprint(team) == team.before
+    team.restore(archive)
+    assert team.table_digests() == team.before
     assert accounts(team) == team.accounts
     assert team.artifact_digests() == team.digests
 

@@ -1,10 +1,13 @@
-"""Upgrading MLflow under the real Docker engine: data written by the previous minor release stays readable.
+"""Upgrading MLflow and PostgreSQL under the real Docker engine, as docs/operations.md does it.
 
+MLflow: data written by the previous minor release stays readable.
 The previous release's image is built from the same Dockerfile with the older
 pin (its own tag, its own lock left empty), in a clean copy whose pin is then
 moved back to the current one, as an upgrade moves it. Tests run in file order
 on one project: a sabotaged migration fails `make up` and changes nothing; the
 real one backs up first and upgrades; going back to the older image is refused.
+PostgreSQL: a stack on an older major version is moved to the pinned one by
+backup, a new data volume and restore.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from test_compose_policy import MLFLOW_VERSION
 
 pytestmark = pytest.mark.docker
 
+# An older major version of PostgreSQL than compose.yaml's (tests/offline-images builds it).
+OLDER_POSTGRES_IMAGE = "postgres:15-bookworm"
 # The newest release of the minor before the pinned one on the package index; move it with the pin.
 PREVIOUS_MLFLOW = "3.16.1"
 PINNED_FILES = ("compose.yaml", "mlflow/requirements.txt", "mlflow/constraints.txt")
@@ -142,3 +147,51 @@ def test_a_database_newer_than_the_image_is_refused_naming_the_backup_to_restore
     assert "which MLflow 3.16.1 does not know: a newer MLflow wrote it" in result.stderr
     assert f"make restore FILE=backups/{newest_readable.name} FORCE=1" in result.stderr
     pin_mlflow(older.directory, MLFLOW_VERSION)
+
+
+def test_a_backup_of_the_older_release_restores_into_a_fresh_stack_and_is_migrated(older):
+    """The backup the migrate job took before the upgrade holds the older schema: restored into a
+    stack of the current release, the restore's `make up` migrates it, and the data reads back."""
+    [before_upgrade] = [path for path in backups(older)
+                        if manifest(path)["databases"]["tracking"]["revision"] == older.older_revision][-1:]
+    older.down()
+    older.up()
+    result = older.run("make", "restore", f"FILE=backups/{before_upgrade.name}")
+    assert f"migrate: upgraded to MLflow {MLFLOW_VERSION}'s schema" in result.stdout
+    assert revision(older) != older.older_revision
+    assert content(older) == older.content
+    assert older.artifact_digests() == older.digests
+
+
+@pytest.fixture(scope="module")
+def older_postgres(tmp_path_factory):
+    """A stack on PostgreSQL 15 (POSTGRES_IMAGE), holding goose sessions, a run, artifacts and a prompt."""
+    require_engine()
+    project = ComposeProject(clean_copy(tmp_path_factory.mktemp("postgres-upgrade")),
+                             {"POSTGRES_IMAGE": OLDER_POSTGRES_IMAGE})
+    try:
+        project.up()
+        for n in range(2):
+            source_and_emit(project.env_file, f"pg15-{n}-{uuid.uuid4().hex[:6]}")
+        populate(client_env(project.url))
+        project.before = project.table_digests()
+        project.digests = project.artifact_digests()
+        yield project
+    finally:
+        project.down()
+
+
+def test_a_postgresql_major_upgrade_through_backup_and_restore_keeps_everything(older_postgres):
+    """docs/operations.md's sequence: make backup, make down, remove pgdata, the new POSTGRES_IMAGE,
+    make up, make restore FORCE=1 (the artifacts' volume was kept)."""
+    project = older_postgres
+    assert project.sql("SHOW server_version").startswith("15.")
+    archive = project.backup()
+    project.run("make", "down")
+    project.run("docker", "volume", "rm", f"{project.name}_pgdata")
+    del project.env["POSTGRES_IMAGE"]
+    project.up()
+    project.restore(archive, "FORCE=1")
+    assert project.sql("SHOW server_version").startswith("17.")
+    assert project.table_digests() == project.before
+    assert project.artifact_digests() == project.digests

@@ -29,6 +29,10 @@ from harness.compose_file import REPO, SECRETS_IN_CONTAINER, load_compose
 from harness.native import free_port
 from mlflow_api import MlflowClient
 
+# What a team keeps in MLflow's database: table_digests compares every row of these (those the schema has), whole.
+KEPT_TABLES = ("experiments", "experiment_tags", "trace_info", "trace_tags", "trace_request_metadata", "spans",
+               "assessments", "runs", "params", "metrics", "tags", "registered_models", "registered_model_tags",
+               "model_versions", "model_version_tags", "registered_model_aliases")
 REPO_OWNER_UID = 4242  # the clean copy belongs to a non-root user, as a real checkout does
 # Variables of the developer's shell that would change what the project runs,
 # and those of an enclosing `make test`, so that `make` here runs as a user's
@@ -179,6 +183,21 @@ class ComposeProject:
     def sql(self, query: str, database: str = "mlflow") -> str:
         """A query's rows (psql -At: one line each, columns split by |), as the superuser in the postgres container."""
         return self.exec("postgres", "psql", "-U", "postgres", "-d", database, "-At", "-c", query).strip()
+
+    def table_digests(self, tables: tuple[str, ...] = KEPT_TABLES, database: str = "mlflow") -> dict[str, str]:
+        """Table -> 'rows|md5 of every row's text, sorted', for the tables the schema has."""
+        present = set(self.sql("SELECT tablename FROM pg_tables WHERE schemaname = 'public'", database).split())
+        return {table: self.sql(f"SELECT count(*) || '|' || md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), "
+                                f"'')) FROM {table} t", database)
+                for table in tables if table in present}
+
+    def backup(self) -> Path:
+        """`make backup`; the archive it names on its last line."""
+        return self.directory / self.run("make", "backup").stdout.strip().splitlines()[-1]
+
+    def restore(self, archive: Path, *settings: str, check: bool = True) -> subprocess.CompletedProcess:
+        """`make restore FILE=backups/...` with `settings` (FORCE=1)."""
+        return self.run("make", "restore", f"FILE={archive.relative_to(self.directory)}", *settings, check=check)
 
     def incomplete_traces(self, experiment_id: str, spans_per_trace: int) -> int:
         """Traces of the experiment stored with another number of spans than they were sent with."""

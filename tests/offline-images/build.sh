@@ -3,8 +3,11 @@
 # machine that reaches no container registry (see README.md beside this file).
 #
 #   goose-stack/debian-base:trixie          debootstrap --variant=minbase, docker import
+#   goose-stack/debian-base:bookworm        the same, of bookworm (for postgres:15-bookworm)
 #   python:3.13-slim-trixie                 Debian python3 (3.13) + venv + host CA bundle
 #   postgres:17-trixie                      Debian postgresql-17 + official-style entrypoint
+#   postgres:15-bookworm                    the same with bookworm's postgresql-15: an older major
+#                                           version, for the test of a major upgrade (docs/operations.md)
 #   pgsty/silo:RELEASE.2026-09-03T13-18-01Z moto[server] S3 behind a SigV4-checking, persisting wrapper
 #   caddy:2.11.4-alpine                     Debian caddy (2.6.2) in the official image's layout
 #
@@ -18,9 +21,10 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 readonly HERE
 readonly SUITE=trixie
-readonly BASE_IMAGE=goose-stack/debian-base:trixie
+readonly OLDER_SUITE=bookworm
 readonly PYTHON_IMAGE=python:3.13-slim-trixie
 readonly POSTGRES_IMAGE=postgres:17-trixie
+readonly OLDER_POSTGRES_IMAGE=postgres:15-bookworm
 readonly SILO_IMAGE=pgsty/silo:RELEASE.2026-09-03T13-18-01Z
 readonly CADDY_IMAGE=caddy:2.11.4-alpine
 
@@ -95,23 +99,27 @@ make_work_dir() {
 	LOG_FILE="$WORK_DIR/build.log"
 }
 
+base_image() {
+	echo "goose-stack/debian-base:$1"
+}
+
 debootstrap_rootfs() {
-	local rootfs="$1"
-	run_logged "debootstrap $SUITE from $DEBIAN_MIRROR" \
-		debootstrap --variant=minbase "$SUITE" "$rootfs" "$DEBIAN_MIRROR"
+	local rootfs="$1" suite="$2"
+	run_logged "debootstrap $suite from $DEBIAN_MIRROR" \
+		debootstrap --variant=minbase "$suite" "$rootfs" "$DEBIAN_MIRROR"
 }
 
 # apt sources and the small container tweaks the official debian images carry
 configure_rootfs() {
-	local rootfs="$1"
+	local rootfs="$1" suite="$2"
 	rm -f "$rootfs/etc/apt/sources.list"
 	{
 		printf 'Types: deb\nURIs: %s\nSuites: %s %s-updates\nComponents: main\n' \
-			"$DEBIAN_MIRROR" "$SUITE" "$SUITE"
+			"$DEBIAN_MIRROR" "$suite" "$suite"
 		printf 'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n'
 		if [ -n "$DEBIAN_SECURITY_MIRROR" ]; then
 			printf '\nTypes: deb\nURIs: %s\nSuites: %s-security\nComponents: main\n' \
-				"$DEBIAN_SECURITY_MIRROR" "$SUITE"
+				"$DEBIAN_SECURITY_MIRROR" "$suite"
 			printf 'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n'
 		fi
 	} > "$rootfs/etc/apt/sources.list.d/debian.sources"
@@ -131,27 +139,31 @@ configure_rootfs() {
 }
 
 import_base_image() {
-	local rootfs="$1" old_id
-	old_id="$(image_id "$BASE_IMAGE")"
+	local rootfs="$1" suite="$2" image old_id
+	image="$(base_image "$suite")"
+	old_id="$(image_id "$image")"
 	tar --numeric-owner -C "$rootfs" -c . \
 		| docker import --change 'CMD ["bash"]' \
-			--message "debootstrap --variant=minbase $SUITE $DEBIAN_MIRROR" \
-			- "$BASE_IMAGE" > /dev/null
-	remove_replaced_image "$old_id" "$(image_id "$BASE_IMAGE")"
+			--message "debootstrap --variant=minbase $suite $DEBIAN_MIRROR" \
+			- "$image" > /dev/null
+	remove_replaced_image "$old_id" "$(image_id "$image")"
 }
 
+# build_base_image SUITE: goose-stack/debian-base:SUITE from debootstrap
 build_base_image() {
-	if image_exists "$BASE_IMAGE" && [ "$FORCE" != 1 ]; then
-		log "$BASE_IMAGE exists, debootstrap skipped (FORCE=1 redoes it)"
+	local suite="$1" image
+	image="$(base_image "$suite")"
+	if image_exists "$image" && [ "$FORCE" != 1 ]; then
+		log "$image exists, debootstrap skipped (FORCE=1 redoes it)"
 		return
 	fi
 	require_debootstrap
-	local started=$SECONDS rootfs="$WORK_DIR/rootfs"
-	debootstrap_rootfs "$rootfs"
-	configure_rootfs "$rootfs"
-	import_base_image "$rootfs"
+	local started=$SECONDS rootfs="$WORK_DIR/rootfs-$suite"
+	debootstrap_rootfs "$rootfs" "$suite"
+	configure_rootfs "$rootfs" "$suite"
+	import_base_image "$rootfs" "$suite"
 	rm -rf --one-file-system "$rootfs"
-	log "built $BASE_IMAGE ($((SECONDS - started)) s)"
+	log "built $image ($((SECONDS - started)) s)"
 }
 
 image_id() {
@@ -190,7 +202,13 @@ build_python_image() {
 }
 
 build_postgres_image() {
-	docker_build "$POSTGRES_IMAGE" "$HERE/postgres"
+	docker_build "$POSTGRES_IMAGE" "$HERE/postgres" \
+		--build-arg "BASE_IMAGE=$(base_image "$SUITE")" --build-arg PG_MAJOR=17
+}
+
+build_older_postgres_image() {
+	docker_build "$OLDER_POSTGRES_IMAGE" "$HERE/postgres" \
+		--build-arg "BASE_IMAGE=$(base_image "$OLDER_SUITE")" --build-arg PG_MAJOR=15
 }
 
 build_silo_image() {
@@ -207,9 +225,11 @@ main() {
 	make_work_dir
 	trap cleanup EXIT
 	local started=$SECONDS
-	build_base_image
+	build_base_image "$SUITE"
+	build_base_image "$OLDER_SUITE"
 	build_python_image
 	build_postgres_image
+	build_older_postgres_image
 	build_silo_image
 	build_caddy_image
 	log "done in $((SECONDS - started)) s"
