@@ -52,6 +52,9 @@ VARIANTS: dict[str, tuple[str, Callable[[dict], dict]]] = {
                                               for arg in mlflow["command"]]}),
     "jobs-on": ("job runner on (MLflow's default)",
                 lambda mlflow: {"environment": {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true"}}),
+    "metrics-off": ("no Prometheus metrics (MLflow's default; the stack exposes them inside the network)",
+                    lambda mlflow: {"command": [arg for arg in mlflow["command"]
+                                                if not arg.startswith("--expose-prometheus")]}),
 }
 
 

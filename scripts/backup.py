@@ -95,18 +95,21 @@ def dump_database(archive: Archive, database: store.Database) -> dict:
             snapshot = cursor.fetchone()[0]
         counts = store.counts(database, connection)
         revision = store.schema_revision(database, connection)
-        with tempfile.TemporaryFile() as dump:
+        with tempfile.TemporaryDirectory() as scratch:
+            dump = Path(scratch) / "dump"
+            # --file, not stdout: into a seekable file pg_dump records where each table's data starts,
+            # which pg_restore needs when it restores in another order than the dump's.
             # --no-owner/--no-privileges: the dump restores into any role's database (the stack's or a managed one).
             result = subprocess.run(["pg_dump", "--format=custom", "--no-owner", "--no-privileges",
-                                     f"--snapshot={snapshot}", f"--dbname={database.libpq_uri}"],
-                                    stdout=dump, stderr=subprocess.PIPE, text=False)
+                                     f"--snapshot={snapshot}", f"--file={dump}", f"--dbname={database.libpq_uri}"],
+                                    capture_output=True, text=True)
             if result.returncode != 0:
-                reason = result.stderr.decode("utf-8", "replace").strip().splitlines()
+                reason = result.stderr.strip().splitlines()
                 raise StackError(f"pg_dump of the {database.kind} database failed: "
                                  f"{reason[-1] if reason else 'exit ' + str(result.returncode)}")
-            size = dump.tell()
-            dump.seek(0)
-            archive.add_stream(f"databases/{database.kind}.dump", dump, size)
+            size = dump.stat().st_size
+            with open(dump, "rb") as stream:
+                archive.add_stream(f"databases/{database.kind}.dump", stream, size)
     log(f"{database.kind} database {database.name}: {human_size(size)} dumped ("
         + ", ".join(f"{count} {label}" for label, count in counts.items()) + ")")
     return {"name": database.name, "revision": revision, "counts": counts}

@@ -59,7 +59,8 @@ def external(native_stack, tmp_path_factory):
     log = imported.stderr
     server, url = native_stack.start_mlflow(compose, replacements, port, "mlflow-external.log")
     try:
-        yield {"url": url, "password": password, "s3": s3, "compose": compose, "secrets": secrets, "log": log}
+        yield {"url": url, "password": password, "s3": s3, "compose": compose, "secrets": secrets, "log": log,
+               "replacements": replacements}
     finally:
         stop_processes([server])
 
@@ -71,7 +72,7 @@ def managed_db(native_stack, password: str):
 
 
 def test_bundled_services_are_switched_off(external):
-    assert sorted(external["compose"]["services"]) == ["bootstrap", "mlflow", "retention", "secrets"]
+    assert sorted(external["compose"]["services"]) == ["bootstrap", "migrate", "mlflow", "retention", "secrets"]
 
 
 def test_external_credentials_are_imported_readable_and_not_printed(external):
@@ -115,3 +116,30 @@ def test_artifacts_land_in_the_managed_bucket_under_its_prefix(external, tmp_pat
         assert response.status == 200
     keys = [obj["Key"] for obj in external["s3"].list_objects_v2(Bucket=BUCKET).get("Contents", [])]
     assert f"{PREFIX}/{artifact_path}" in keys
+
+
+def test_backup_and_restore_take_the_managed_database_and_only_the_bucket_prefix(native_stack, external, tmp_path):
+    """make backup and make restore run in the migrate service, which external mode points at the managed stores."""
+    external["s3"].put_object(Bucket=BUCKET, Key=f"{PREFIX}/9/run/artifacts/kept.txt", Body=b"managed artifact")
+    external["s3"].put_object(Bucket=BUCKET, Key="outside-the-prefix.txt", Body=b"not the stack's")
+
+    def in_migrate(*command: str):
+        return native_stack.run_job("migrate", compose=external["compose"], replacements=external["replacements"],
+                                    command=["python3", *command])
+
+    taken = in_migrate("scripts/backup.py", "--directory", str(tmp_path))
+    assert taken.returncode == 0, taken.stderr
+    archive = tmp_path / taken.stdout.strip().rsplit("/", 1)[-1]
+    import tarfile
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+    assert {"databases/tracking.dump", "artifacts/9/run/artifacts/kept.txt", "manifest.json"} <= names
+    assert not any("outside-the-prefix" in name for name in names)
+
+    external["s3"].delete_object(Bucket=BUCKET, Key=f"{PREFIX}/9/run/artifacts/kept.txt")
+    restored = in_migrate("scripts/restore.py", "--force", str(archive))
+    assert restored.returncode == 0, restored.stderr
+    assert restored.stdout.startswith(f"Restored {archive.name}:")
+    body = external["s3"].get_object(Bucket=BUCKET, Key=f"{PREFIX}/9/run/artifacts/kept.txt")["Body"].read()
+    assert body == b"managed artifact"
+    assert external["s3"].get_object(Bucket=BUCKET, Key="outside-the-prefix.txt")["Body"].read() == b"not the stack's"

@@ -133,7 +133,7 @@ class NativeStack:
 
     @classmethod
     def start(cls, prefix: str, mlflow_env: Mapping[str, str] | None = None) -> "NativeStack":
-        """Credentials, S3, PostgreSQL, the database and bucket jobs, then MLflow: compose.yaml's order."""
+        """Credentials, S3, PostgreSQL, the database, bucket and migrate jobs, then MLflow: compose.yaml's order."""
         # Under /tmp with 0755: the unprivileged postgres user must reach it.
         root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
         root.chmod(0o755)
@@ -146,6 +146,7 @@ class NativeStack:
             stack._start_postgres()
             stack.check_job("database", stack.run_job("database"))
             stack.check_job("bucket", stack.run_job("bucket"))
+            stack.check_job("migrate", stack.run_job("migrate", "--backups", str(root / "backups")))
             server, stack.mlflow_url = stack.start_mlflow(stack.compose, stack.replacements, port, "mlflow.log",
                                                           mlflow_env)
             stack.processes.append(server)
@@ -202,13 +203,15 @@ class NativeStack:
         return env
 
     def run_job(self, service: str, *args: str, compose: dict[str, Any] | None = None,
-                replacements: Mapping[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-        """A one-shot service's command (plus `args`) through the entrypoint, with its environment."""
+                replacements: Mapping[str, str] | None = None, cwd: Path | None = None,
+                command: list[str] | None = None) -> subprocess.CompletedProcess:
+        """A one-shot service's command (plus `args`), or another `command` in that service (as
+        `docker compose run SERVICE COMMAND` does), through the entrypoint, with its environment."""
         # The working directory stands for the repository, mounted at /project.
         replacements = {"/opt/stack/scripts": str(SCRIPTS), "/project": str(cwd or REPO),
                         **(replacements or self.replacements)}
         spec = (compose or self.compose)["services"][service]
-        command = [replace_all(arg, replacements) for arg in spec["command"]] + list(args)
+        command = [replace_all(arg, replacements) for arg in (command or spec["command"])] + list(args)
         job = run_in_entrypoint(command, self.job_env(spec, replacements), cwd=cwd or REPO,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         stdout, stderr = job.communicate(timeout=300)
