@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.commands import client_env, experiment_id_in, populate, source_and_emit
-from harness.project import REPO_OWNER_UID, ComposeProject, clean_copy, require_engine
+from harness.commands import experiment_id_in, fill, source_and_emit
+from harness.project import REPO_OWNER_UID, ComposeProject, clean_copy, filled_stack, require_engine
 from harness.team import TeamDeployment
 from stack_secrets import SECRETS
 
@@ -59,20 +59,12 @@ def mlflow_is_healthy(project: ComposeProject) -> bool:
 def local(tmp_path_factory):
     """A local stack holding three goose sessions, an assessment, a run with artifacts and a prompt."""
     require_engine()
-    project = ComposeProject(clean_copy(tmp_path_factory.mktemp("operations")))
+    directory = clean_copy(tmp_path_factory.mktemp("operations"))
     # As `make up` run by the checkout's owner makes it (the tests run make as root).
-    (project.directory / "backups").mkdir(mode=0o700)
-    os.chown(project.directory / "backups", REPO_OWNER_UID, REPO_OWNER_UID)
-    try:
-        project.up()
-        for n in range(3):
-            source_and_emit(project.env_file, f"ops-{n}-{uuid.uuid4().hex[:6]}")
-        project.populated = populate(client_env(project.url))
-        project.before = project.table_digests()
-        project.digests = project.artifact_digests()
+    (directory / "backups").mkdir(mode=0o700)
+    os.chown(directory / "backups", REPO_OWNER_UID, REPO_OWNER_UID)
+    with filled_stack(directory, sessions=3) as project:
         yield project
-    finally:
-        project.down()
 
 
 @pytest.fixture(scope="module")
@@ -228,8 +220,7 @@ def team(tmp_path_factory):
     deployment = TeamDeployment(clean_copy(tmp_path_factory.mktemp("team-operations")))
     try:
         deployment.start(("alice", "bob"))
-        source_and_emit(deployment.person_env_file("alice"), f"team-ops-{uuid.uuid4().hex[:6]}")
-        populate(env_file=deployment.person_env_file("alice"))
+        fill(deployment.person_env_file("alice"), 1)
         deployment.before = deployment.table_digests()
         deployment.accounts = accounts(deployment)
         deployment.digests = deployment.artifact_digests()

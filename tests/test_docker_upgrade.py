@@ -16,14 +16,13 @@ import json
 import re
 import shutil
 import tarfile
-import uuid
 from pathlib import Path
 
 import pytest
 
-from harness.commands import client_env, experiment_id_in, populate, source_and_emit
+from harness.commands import experiment_id_in
 from harness.compose_file import REPO
-from harness.project import ComposeProject, clean_copy, require_engine
+from harness.project import ComposeProject, clean_copy, filled_stack, require_engine
 from test_compose_policy import MLFLOW_VERSION
 
 pytestmark = pytest.mark.docker
@@ -90,19 +89,11 @@ def older(tmp_path_factory):
     require_engine()
     directory = clean_copy(tmp_path_factory.mktemp("upgrade"))
     pin_mlflow(directory, PREVIOUS_MLFLOW)
-    project = ComposeProject(directory)
-    try:
-        project.up()
+    with filled_stack(directory) as project:
         assert project.container("mlflow").image.tags == [f"goose-mlflow/mlflow:{PREVIOUS_MLFLOW}"]
-        for n in range(2):
-            source_and_emit(project.env_file, f"older-{n}-{uuid.uuid4().hex[:6]}")
-        populate(client_env(project.url))
         project.older_revision = revision(project)
         project.content = content(project)
-        project.digests = project.artifact_digests()
         yield project
-    finally:
-        project.down()
 
 
 def test_a_failed_migration_fails_make_up_and_leaves_the_data_and_a_backup(older):
@@ -167,18 +158,9 @@ def test_a_backup_of_the_older_release_restores_into_a_fresh_stack_and_is_migrat
 def older_postgres(tmp_path_factory):
     """A stack on PostgreSQL 15 (POSTGRES_IMAGE), holding goose sessions, a run, artifacts and a prompt."""
     require_engine()
-    project = ComposeProject(clean_copy(tmp_path_factory.mktemp("postgres-upgrade")),
-                             {"POSTGRES_IMAGE": OLDER_POSTGRES_IMAGE})
-    try:
-        project.up()
-        for n in range(2):
-            source_and_emit(project.env_file, f"pg15-{n}-{uuid.uuid4().hex[:6]}")
-        populate(client_env(project.url))
-        project.before = project.table_digests()
-        project.digests = project.artifact_digests()
+    with filled_stack(clean_copy(tmp_path_factory.mktemp("postgres-upgrade")),
+                      {"POSTGRES_IMAGE": OLDER_POSTGRES_IMAGE}) as project:
         yield project
-    finally:
-        project.down()
 
 
 def test_a_postgresql_major_upgrade_through_backup_and_restore_keeps_everything(older_postgres):

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -60,3 +61,12 @@ def populate(env: Mapping[str, str] | None = None, env_file: Path | None = None)
                                 env=dict(env or {}))
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def fill(env_file: Path, sessions: int, client: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What a team keeps in a stack: `sessions` goose sessions sent through `env_file`, then populate.py's
+    assessment, run with artifacts and versioned prompt, through MLflow's client configured by `client`
+    (a local stack's, client_env) or, without it, by sourcing the same env file (a person's, team mode)."""
+    for n in range(sessions):
+        source_and_emit(env_file, f"{env_file.stem}-{n}-{uuid.uuid4().hex[:6]}")
+    return populate(client) if client is not None else populate(env_file=env_file)

@@ -19,6 +19,7 @@ import tarfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import docker
@@ -274,3 +275,20 @@ def image_files(image: str, path: str) -> Iterator[str]:
         yield from archive_files(container, path)
     finally:
         container.remove(force=True)
+
+
+@contextmanager
+def filled_stack(directory: Path, settings: dict[str, str] | None = None, sessions: int = 2) -> Iterator[ComposeProject]:
+    """`make up` in `directory`, then what a team keeps (harness.commands.fill); the project records its
+    `table_digests()` as `before` and its `artifact_digests()` as `digests`. Removed with its volumes at the end."""
+    from harness.commands import client_env, fill
+
+    project = ComposeProject(directory, settings)
+    try:
+        project.up()
+        fill(project.env_file, sessions, client_env(project.url))
+        project.before = project.table_digests()
+        project.digests = project.artifact_digests()
+        yield project
+    finally:
+        project.down()
