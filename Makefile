@@ -13,6 +13,9 @@ STACK_FILES = $(shell id=$$($(COMPOSE) ps --all --quiet mlflow 2>/dev/null | hea
 	[ -z "$$id" ] || docker inspect --format '{{index .Config.Labels "com.docker.compose.project.config_files"}}' "$$id" \
 	| tr ',' '\n' | sed 's/^/-f /')
 STACK_COMPOSE = $(COMPOSE) $(STACK_FILES)
+# `make up` of the running stack, in its mode: what a restore ends with.
+RESTART = $(MAKE) --no-print-directory up COMPOSE="$(STACK_COMPOSE)" \
+	WAIT_FOR="$(if $(findstring compose.team.yaml,$(STACK_FILES)),proxy retention,mlflow retention)"
 BOOTSTRAP := python3 /opt/stack/scripts/bootstrap.py --tracking-uri http://mlflow:5000 --users-dir /project/users
 VENV := .venv
 STAMP := $(VENV)/.installed-requirements
@@ -88,9 +91,9 @@ restore: ## Restore a backup into this stack, which must hold no data (FILE=back
 		python3 scripts/restore.py --check $(if $(FORCE),--force) "/restore/$(notdir $(FILE))"
 	@$(STACK_COMPOSE) stop $(if $(findstring compose.team.yaml,$(STACK_FILES)),proxy) retention mlflow
 	@$(STACK_COMPOSE) run --rm --no-deps --volume "$(abspath $(FILE)):/restore/$(notdir $(FILE)):ro" migrate \
-		python3 scripts/restore.py $(if $(FORCE),--force) "/restore/$(notdir $(FILE))"
-	@$(MAKE) --no-print-directory up COMPOSE="$(STACK_COMPOSE)" \
-		WAIT_FOR="$(if $(findstring compose.team.yaml,$(STACK_FILES)),proxy retention,mlflow retention)"
+		python3 scripts/restore.py $(if $(FORCE),--force) "/restore/$(notdir $(FILE))" \
+		|| { echo "make restore: failed (see above); starting the stack again" >&2; $(RESTART) >/dev/null 2>&1; exit 1; }
+	@$(RESTART)
 
 status: $(HOST_STAMP) ## Each service's health, disk use, schema, traces per experiment, the last backup's age
 	@PYTHONPATH=scripts $(HOST_VENV)/bin/python scripts/host/status.py

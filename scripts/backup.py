@@ -38,7 +38,7 @@ from typing import BinaryIO
 
 import store
 from envfile import give_to_directory_owner
-from errors import StackError, run_command
+from errors import StackError, reason_in, run_command
 from units import human_size
 
 FORMAT = "goose-mlflow-backup/1"
@@ -104,9 +104,8 @@ def dump_database(archive: Archive, database: store.Database) -> dict:
                                      f"--snapshot={snapshot}", f"--file={dump}", f"--dbname={database.libpq_uri}"],
                                     capture_output=True, text=True)
             if result.returncode != 0:
-                reason = result.stderr.strip().splitlines()
                 raise StackError(f"pg_dump of the {database.kind} database failed: "
-                                 f"{reason[-1] if reason else 'exit ' + str(result.returncode)}")
+                                 f"{reason_in(result.stderr, f'exit {result.returncode}')}")
             size = dump.stat().st_size
             with open(dump, "rb") as stream:
                 archive.add_stream(f"databases/{database.kind}.dump", stream, size)
@@ -118,10 +117,16 @@ def dump_database(archive: Archive, database: store.Database) -> dict:
 def copy_artifacts(archive: Archive, bucket: store.Bucket) -> dict:
     client = bucket.client()
     objects = total = 0
-    for key, size in bucket.objects():
-        body = client.get_object(Bucket=bucket.name, Key=bucket.prefix + key)["Body"]
-        with closing(body):
-            archive.add_stream(f"artifacts/{key}", body, size)
+    for key, _ in bucket.objects():
+        try:
+            found = client.get_object(Bucket=bucket.name, Key=bucket.prefix + key)
+        except client.exceptions.NoSuchKey:
+            log(f"artifacts: {key} was deleted while the backup ran; left out")
+            continue
+        # The size of what is read: the object may have been replaced since it was listed.
+        size = found["ContentLength"]
+        with closing(found["Body"]):
+            archive.add_stream(f"artifacts/{key}", found["Body"], size)
         objects += 1
         total += size
         if objects % 200 == 0:
@@ -142,10 +147,9 @@ def take_backup(directory: Path, reason: str = "make backup") -> Path:
     prepare_directory(directory)
     created = datetime.now(timezone.utc)
     final = directory / f"{NAME_PREFIX}{created:%Y%m%dT%H%M%SZ}.tar"
-    if final.exists():
-        raise StackError(f"{final} exists already; wait a second and run it again")
-    partial = directory / f".{final.name}.partial"
-    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # mkstemp: a name of its own (mode 0600), even for two backups started in the same second.
+    descriptor, partial_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=directory)
+    partial = Path(partial_name)
     try:
         with os.fdopen(descriptor, "wb") as file, tarfile.open(fileobj=file, mode="w", format=tarfile.PAX_FORMAT) as tar:
             archive = Archive(tar, {})
@@ -155,10 +159,12 @@ def take_backup(directory: Path, reason: str = "make backup") -> Path:
                         "artifacts": copy_artifacts(archive, bucket)}
             manifest["members"] = dict(archive.checksums)
             archive.add_bytes(MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
-        os.replace(partial, final)
-    except BaseException:
+        # A link, not a rename: it fails rather than replace a backup of the same second.
+        os.link(partial, final)
+    except FileExistsError:
+        raise StackError(f"{final} exists already (another backup in the same second); run it again") from None
+    finally:
         partial.unlink(missing_ok=True)
-        raise
     give_to_directory_owner(final)
     return final
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import store
 from backup import DEFAULT_DIRECTORY, NAME_PREFIX, mlflow_version, read_manifest, take_backup
-from errors import StackError, run_command
+from errors import StackError, reason_in, run_command
 
 
 def log(message: str) -> None:
@@ -73,8 +73,7 @@ def upgrade(database: store.Database, current: str, head: str, backup: Path) -> 
     log(f"{database.kind} database {database.name}: upgrading schema {current} -> {head}")
     result = subprocess.run(upgrade_command(database), capture_output=True, text=True)
     if result.returncode != 0:
-        lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-        reason = lines[-1] if lines else f"exit {result.returncode}"
+        reason = reason_in(result.stderr, f"exit {result.returncode}")
         raise StackError(f"upgrading the {database.kind} database from {current} to {head} failed: {reason}. "
                          f"PostgreSQL rolled the upgrade back; the backup taken first is backups/{backup.name} "
                          f"(make restore FILE=backups/{backup.name} FORCE=1 if the data looks wrong)")

@@ -10,8 +10,9 @@ changed until the first three pass:
    matching its sha256, no member the manifest does not name;
 2. the image: its MLflow knows every schema revision in the backup (a backup
    from a newer MLflow is refused);
-3. the stack: it holds no trace, run, model, artifact or account but the
-   admin (a fresh `make up`), unless --force;
+3. the stack: it holds no trace, run, model, artifact, experiment but
+   Default and the bootstrap's, or account but the admin (a fresh `make up`),
+   unless --force;
 4. each database's schema is replaced by the dump; artifacts are uploaded;
 5. team mode: the admin account gets this stack's admin password (a backup
    carries only the old stack's hash of it);
@@ -34,10 +35,11 @@ from psycopg2 import sql
 
 import store
 from backup import CHUNK, MANIFEST, mlflow_version, read_manifest
-from errors import StackError, run_command
+from errors import StackError, reason_in, run_command
 
 # What a stack may hold and still count as empty: MLflow's Default experiment and the bootstrap's.
 EMPTY_WHEN_ZERO = ("runs", "traces", "registered_models", "logged_models")
+FRESH_EXPERIMENTS = 2
 
 
 def log(message: str) -> None:
@@ -97,6 +99,8 @@ def held_data(databases: list[store.Database], bucket: store.Bucket) -> list[str
         counts = store.counts(database)
         if database.kind == "tracking":
             held += [f"{counts[label]} {label}" for label in EMPTY_WHEN_ZERO if counts.get(label)]
+            if counts.get("experiments", 0) > FRESH_EXPERIMENTS:
+                held.append(f"{counts['experiments'] - FRESH_EXPERIMENTS} experiments besides Default and the bootstrap's")
         elif counts.get("users", 0) > 1:
             held.append(f"{counts['users'] - 1} accounts besides the admin")
     objects = sum(1 for _ in bucket.objects())
@@ -116,14 +120,14 @@ def restore_database(database: store.Database, dump: Path) -> None:
         with connection.cursor() as cursor:
             cursor.execute("SELECT current_schema()")
             schema = cursor.fetchone()[0]
-            cursor.execute(sql.SQL("DROP SCHEMA {0} CASCADE; CREATE SCHEMA {0}").format(
-                sql.Identifier(schema)))
+            # PUBLIC keeps USAGE, as on a new database's public schema (read-only roles, dashboards).
+            cursor.execute(sql.SQL("DROP SCHEMA {0} CASCADE; CREATE SCHEMA {0}; GRANT USAGE ON SCHEMA {0} TO PUBLIC")
+                           .format(sql.Identifier(schema)))
     result = subprocess.run(["pg_restore", "--no-owner", "--no-privileges", "--single-transaction", "--exit-on-error",
                              f"--dbname={database.libpq_uri}", str(dump)], capture_output=True, text=True)
     if result.returncode != 0:
-        reason = result.stderr.strip().splitlines()
         raise StackError(f"pg_restore of the {database.kind} database failed: "
-                         f"{reason[-1] if reason else 'exit ' + str(result.returncode)}; the database is empty now: "
+                         f"{reason_in(result.stderr, f'exit {result.returncode}')}; the database is empty now: "
                          "restore again (FORCE=1) from another backup")
 
 

@@ -115,3 +115,55 @@ def test_a_manifest_that_is_not_json_is_refused(tmp_path):
 def test_members_are_written_readable_by_the_owner_only(tmp_path):
     with tarfile.open(write_backup(tmp_path / "b.tar")) as tar:
         assert {member.mode for member in tar} == {0o600}
+
+
+def test_a_file_cut_before_its_manifest_is_called_truncated(tmp_path):
+    path = write_backup(tmp_path / "b.tar")
+    with tarfile.open(path) as tar:
+        manifest_at = tar.getmember(MANIFEST).offset
+    path.write_bytes(path.read_bytes()[:manifest_at])
+    with pytest.raises(StackError, match=r"is truncated \(its manifest, written last, is missing\)"):
+        read_manifest(path)
+
+
+def test_a_backup_from_a_newer_mlflow_is_refused_before_the_stack_is_touched(tmp_path, monkeypatch, capsys):
+    """The image check comes before any connection: no database is needed to refuse it."""
+    import restore
+
+    monkeypatch.setenv("MLFLOW_BACKEND_STORE_URI", "postgresql+psycopg2://mlflow@127.0.0.1:1/mlflow")
+    monkeypatch.setenv("MLFLOW_ARTIFACTS_DESTINATION", "s3://bucket")
+    path = write_backup(tmp_path / "newer.tar",
+                        manifest_extra={"databases": {"tracking": {"revision": "ffffffffffff", "counts": {}}}})
+    assert restore.main(["--check", str(path)]) == 1
+    assert "whose tracking schema (ffffffffffff) this stack's MLflow" in capsys.readouterr().err
+
+
+def test_a_failed_backup_leaves_no_file_behind(tmp_path, monkeypatch):
+    import backup
+    import store
+
+    class BrokenBucket(store.Bucket):
+        def objects(self):
+            raise StackError("the object store went away")
+
+    monkeypatch.setattr(store, "databases", lambda: [])
+    monkeypatch.setattr(store, "artifact_bucket", lambda: BrokenBucket("b", "", None))
+    with pytest.raises(StackError, match="went away"):
+        backup.take_backup(tmp_path / "backups")
+    assert list((tmp_path / "backups").iterdir()) == []
+
+
+@pytest.mark.parametrize("stderr, reason", [
+    ("INFO  [alembic] Running upgrade\nsqlalchemy.exc.ProgrammingError: (psycopg2.errors.DuplicateTable) relation "
+     "\"scheduler_leases\" already exists\n[SQL: CREATE TABLE scheduler_leases]\n"
+     "(Background on this error at: https://sqlalche.me/e/21/f405)\n",
+     "sqlalchemy.exc.ProgrammingError: (psycopg2.errors.DuplicateTable) relation \"scheduler_leases\" already exists"),
+    ("pg_restore: error: could not execute query: ERROR:  relation \"spans\" already exists\nCommand was: CREATE TABLE\n$$;;\n",
+     "pg_restore: error: could not execute query: ERROR:  relation \"spans\" already exists"),
+    ("just one line\n", "just one line"),
+    ("", "exit 3"),
+], ids=["sqlalchemy", "pg_restore", "plain", "silent"])
+def test_a_failed_tools_reason_is_its_error_line(stderr, reason):
+    from errors import reason_in
+
+    assert reason_in(stderr, "exit 3") == reason

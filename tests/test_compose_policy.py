@@ -274,6 +274,13 @@ def test_external_services_switch_the_bundled_ones_off(team):
     assert services["migrate"]["depends_on"] == {"secrets": {"condition": "service_completed_successfully"}}
     for service in ("mlflow", "migrate"):
         assert services[service]["environment"]["MLFLOW_BACKEND_STORE_URI"] == EXTERNAL_SETTINGS["EXTERNAL_DATABASE_URI"]
+    # The migrate job reads the managed stores' credentials where mlflow does.
+    stores = {f"{SECRETS_IN_CONTAINER}/{name}" for name in ("mlflow-db-password", "minio-root-user", "minio-root-password")}
+    assert ({target: name for target, name in secret_files(services["migrate"]).items() if target in stores}
+            == {target: name for target, name in secret_files(services["mlflow"]).items() if target in stores}
+            == {f"{SECRETS_IN_CONTAINER}/mlflow-db-password": "external-db-password",
+                f"{SECRETS_IN_CONTAINER}/minio-root-user": "external-s3-access-key-id",
+                f"{SECRETS_IN_CONTAINER}/minio-root-password": "external-s3-secret-access-key"})
 
 
 def test_external_services_need_their_settings():

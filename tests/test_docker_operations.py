@@ -112,7 +112,7 @@ def test_restore_refuses_a_stack_that_holds_data_and_changes_nothing(local, arch
     result = local.restore(archive, check=False)
     [error] = restore_errors(result)
     assert result.returncode != 0 and error.startswith("restore: error: this stack holds data already (")
-    assert "FORCE=1" in error
+    assert "3 traces" in error and "1 runs" in error and "2 artifacts" in error and "FORCE=1" in error
     assert mlflow_is_healthy(local) and local.table_digests() == local.before
 
 
@@ -151,8 +151,11 @@ def test_restore_into_a_fresh_stack_brings_back_every_row_and_object(local, arch
     local.down()
     local.up()
     assert local.table_digests()["trace_info"].startswith("0|")
+    started = local.container("mlflow").attrs["State"]["StartedAt"]
     result = local.restore(archive)
     assert f"Restored {archive.name}:" in result.stdout
+    # MLflow was stopped while its database was replaced, and started again.
+    assert local.container("mlflow").attrs["State"]["StartedAt"] > started
     assert local.table_digests() == local.before
     assert local.artifact_digests() == local.digests
 
@@ -229,14 +232,27 @@ def team(tmp_path_factory):
         deployment.down()
 
 
+def test_team_make_up_makes_a_private_backups_folder(team):
+    assert stat.S_IMODE((team.directory / "backups").stat().st_mode) == 0o700
+
+
 def test_team_restore_into_a_fresh_stack_brings_back_data_accounts_and_permissions(team):
-    archive = team.backup()
-    assert set(json.loads(members(archive)["manifest.json"])["databases"]) == {"tracking", "accounts"}
-    team.down()
-    team.up("team-up")
-    # A rebuilt stack has a new local CA: the documented step hands it out again (docs/operations.md).
-    team.run("make", "team-ca")
-    team.restore(archive)
+    # make backup and make restore find team mode from the running stack, not from COMPOSE_FILE.
+    compose_file = team.env.pop("COMPOSE_FILE")
+    try:
+        archive = team.backup()
+        manifest = json.loads(members(archive)["manifest.json"])
+        assert manifest["databases"]["accounts"]["revision"] == team.sql(
+            "SELECT version_num FROM alembic_version_auth", "mlflow_auth")
+        team.env["COMPOSE_FILE"] = compose_file
+        team.down()
+        team.up("team-up")
+        # A rebuilt stack has a new local CA: the documented step hands it out again (docs/operations.md).
+        team.run("make", "team-ca")
+        del team.env["COMPOSE_FILE"]
+        team.restore(archive)
+    finally:
+        team.env["COMPOSE_FILE"] = compose_file
     assert team.table_digests() == team.before
     assert accounts(team) == team.accounts
     assert team.artifact_digests() == team.digests

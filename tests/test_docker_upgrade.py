@@ -104,6 +104,9 @@ def test_a_failed_migration_fails_make_up_and_leaves_the_data_and_a_backup(older
     assert result.returncode != 0
     assert "make up: migrate failed:" in result.stderr
     assert f"migrate: error: upgrading the tracking database from {older.older_revision} to " in result.stderr
+    assert f'relation "{CREATED_BY_THE_UPGRADE}" already exists' in result.stderr
+    # make up stops at the failed job: the bootstrap never ran.
+    assert "the bootstrap failed" not in result.stderr
     [taken] = backups(older)
     assert f"backups/{taken.name}" in result.stderr
     assert manifest(taken)["mlflow_version"] == MLFLOW_VERSION  # the new image took it, of the old schema
@@ -115,8 +118,9 @@ def test_a_failed_migration_fails_make_up_and_leaves_the_data_and_a_backup(older
 def test_make_up_with_the_new_pin_backs_up_then_upgrades_and_the_data_reads_back(older):
     older.sql(f"DROP TABLE {CREATED_BY_THE_UPGRADE}")
     before = set(backups(older))
-    older.up()
+    output = older.up()
     [taken] = set(backups(older)) - before
+    assert f"migrate: upgraded to MLflow {MLFLOW_VERSION}'s schema; backup first: backups/{taken.name}" in output
     assert manifest(taken)["databases"]["tracking"]["revision"] == older.older_revision
     logs = older.container("migrate").logs().decode()
     assert f"upgrading schema {older.older_revision} -> {revision(older)}" in logs

@@ -63,11 +63,12 @@ def database_lines(containers: list[Container], now: float) -> list[str]:
     mlflow = [c for c in containers if c.labels[SERVICE_LABEL] == "mlflow" and c.status == "running"]
     if not mlflow:
         return ["  unavailable: mlflow is not running (make up)"]
-    code, output = mlflow[0].exec_run(["docker-entrypoint.sh", "python3", "scripts/store.py"], demux=True)
-    if code != 0:
-        return [f"  unavailable: {(output[1] or b'').decode().strip().splitlines()[-1:]}"]
+    code, (stdout, stderr) = mlflow[0].exec_run(["docker-entrypoint.sh", "python3", "scripts/store.py"], demux=True)
+    if code != 0 or not stdout:
+        lines = (stderr or b"").decode("utf-8", "replace").strip().splitlines() or [f"exit {code}"]
+        return [f"  unavailable: {lines[-1]}"]
     lines = []
-    for kind, entry in json.loads(output[0]).items():
+    for kind, entry in json.loads(stdout).items():
         revision = entry["revision"]
         verdict = ("as the image expects" if revision == entry["image_revision"]
                    else f"image expects {entry['image_revision']}")
