@@ -35,7 +35,6 @@ COUNTED_TABLES = {
     "accounts": {"users": "users", "experiment_permissions": "experiment_permissions",
                  "registered_model_permissions": "registered_model_permissions"},
 }
-_TABLE_NAME = re.compile(r"^[a-z_]+$")
 
 
 @contextmanager
@@ -120,7 +119,7 @@ def counts(database: Database, connection: psycopg2.extensions.connection | None
     tables = existing_tables(connection)
     with connection.cursor() as cursor:
         for label, table in COUNTED_TABLES[database.kind].items():
-            if table in tables and _TABLE_NAME.match(table):
+            if table in tables:
                 cursor.execute(f"SELECT count(*) FROM {table}")
                 result[label] = cursor.fetchone()[0]
     return result
