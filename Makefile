@@ -2,7 +2,12 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 COMPOSE ?= docker compose
-TEAM_COMPOSE := $(COMPOSE) -f compose.yaml -f compose.team.yaml
+# The stack's settings as Compose reads them, shell over .env (stdlib; no venv needed).
+SETTINGS = PYTHONPATH=scripts $(PYTHON) scripts/host/compose_settings.py
+# Team mode: the files of COMPOSE_FILE (compose.yaml when unset) with
+# compose.team.yaml after compose.yaml, so compose.external.yaml in
+# COMPOSE_FILE is honoured by every team target.
+TEAM_COMPOSE = $(COMPOSE) $(addprefix -f ,$(subst :, ,$(or $(shell $(SETTINGS) compose-files --team),$(error the line above says what to fix))))
 # The services `up` waits to be healthy: mlflow and retention (which exits on
 # a bad TRACE_RETENTION_DAYS), and the proxy in team mode.
 WAIT_FOR ?= mlflow retention
@@ -13,8 +18,9 @@ STACK_FILES = $(shell id=$$($(COMPOSE) ps --all --quiet mlflow 2>/dev/null | hea
 	[ -z "$$id" ] || docker inspect --format '{{index .Config.Labels "com.docker.compose.project.config_files"}}' "$$id" \
 	| tr ',' '\n' | sed 's/^/-f /')
 STACK_COMPOSE = $(COMPOSE) $(STACK_FILES)
-# `make up` of the running stack, in its mode: what a restore ends with.
-RESTART = $(MAKE) --no-print-directory up COMPOSE="$(STACK_COMPOSE)" \
+# `make up` of the running stack, in its mode, with its containers as they
+# were created (the proxy keeps its port): what a restore ends with.
+RESTART = $(MAKE) --no-print-directory up COMPOSE="$(STACK_COMPOSE)" UP_FLAGS=--no-recreate \
 	WAIT_FOR="$(if $(findstring compose.team.yaml,$(STACK_FILES)),proxy retention,mlflow retention)"
 BOOTSTRAP := python3 /opt/stack/scripts/bootstrap.py --tracking-uri http://mlflow:5000 --users-dir /project/users
 VENV := .venv
@@ -35,7 +41,7 @@ up: ## Start the stack, wait until healthy, print the bootstrap's summary
 	@# servers are waited for first and the bootstrap job is waited for by name.
 	@# backups/ is made here, by the user, so that it is theirs, not root's.
 	@mkdir -p -m 700 backups
-	@$(COMPOSE) up --detach --build --wait $(WAIT_FOR) || { status=$$?; \
+	@$(COMPOSE) up --detach --build --wait $(UP_FLAGS) $(WAIT_FOR) || { status=$$?; \
 	  for job in $$($(COMPOSE) ps --all --status exited --format '{{.Service}}:{{.ExitCode}}' | grep -v ':0$$'); do \
 	    echo "make up: $${job%%:*} failed:" >&2; docker logs $$($(COMPOSE) ps --all --quiet "$${job%%:*}") 2>&1 | tail -n 1 >&2; done; \
 	  exit $$status; }
@@ -55,7 +61,9 @@ logs: ## Follow the stack's logs
 	$(COMPOSE) logs --follow
 
 team-up: ## Team mode: TLS proxy, accounts (needs MLFLOW_PUBLIC_URL; see docs/team.md)
-	$(MAKE) up COMPOSE="$(TEAM_COMPOSE)" WAIT_FOR="proxy retention"
+	@# The proxy listens on the port of MLFLOW_PUBLIC_URL; checked before anything starts.
+	@port=$$($(SETTINGS) team-https-port) && files="$(TEAM_COMPOSE)" && \
+	TEAM_HTTPS_PORT=$$port $(MAKE) --no-print-directory up COMPOSE="$$files" WAIT_FOR="proxy retention"
 
 team-down: ## Stop team mode; data, accounts and certificates stay
 	$(TEAM_COMPOSE) down

@@ -75,9 +75,6 @@ def warn_about_user_lines(env_file: Path, existing: str) -> None:
         if key in keys:
             print(f"bootstrap: removing {key} from {env_file}: goose cannot compress OTLP and would drop every span",
                   file=sys.stderr)
-    for key in cfg.OVERRIDING_KEYS:
-        if key in keys:
-            print(f"bootstrap: warning: {env_file} sets {key}, which overrides what this stack writes", file=sys.stderr)
 
 
 def display_path(path: Path) -> str:

@@ -20,12 +20,12 @@ SERVICE_NAME = "goose"
 # MLflow stores experiment names in a 256-character column.
 MAX_EXPERIMENT_NAME = 256
 
-# Keys the bootstrap writes into goose's env file, and keys it removes: goose's
-# OTLP exporter has no gzip support, so any compression setting makes it build
-# no exporter at all and drop every span without a word.
+# Keys the bootstrap removes from goose's env file: goose's OTLP exporter is
+# built without compression (opentelemetry-otlp without gzip-http/zstd-http), so
+# any value, even an empty one, makes the build fail and goose drop every span
+# without a word (aaif-goose/goose crates/goose/src/otel/otlp.rs discards the error).
 OWNED_REMOVED_KEYS = ("OTEL_EXPORTER_OTLP_COMPRESSION", "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION")
-# Set by a user, these override what the bootstrap writes; worth a warning.
-OVERRIDING_KEYS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_HEADERS")
+HTTP_PROTOBUF = "http/protobuf"
 
 
 # For MLflow's own client. With an S3 store behind --serve-artifacts the
@@ -86,9 +86,21 @@ def goose_env(public_url: str, experiment_id: str, auth: tuple[str, str] | None 
     headers = f"x-mlflow-experiment-id={experiment_id}"
     if auth:
         headers += ",Authorization=" + urllib.parse.quote(basic_auth(*auth), safe="")
+    # Every line also pins what goose would otherwise take from the user's shell
+    # (aaif-goose/goose crates/goose/src/otel/otlp.rs and the opentelemetry-otlp
+    # 0.32 crate it builds the exporter with; docs/goose-settings.md quotes them).
     env = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": public_url,
+        # The traces endpoint wins over the generic one and is used as written.
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"{public_url}/v1/traces",
         "OTEL_EXPORTER_OTLP_HEADERS": headers,
+        # Set at all (even empty), the traces headers hide the generic ones.
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS": headers,
+        # goose has only the HTTP transport: with a gRPC protocol it skips export.
+        "OTEL_EXPORTER_OTLP_PROTOCOL": HTTP_PROTOBUF,
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": HTTP_PROTOBUF,
+        # `true` turns every signal off.
+        "OTEL_SDK_DISABLED": "false",
         # Only traces: MLflow answers /v1/traces and nothing else.
         "OTEL_TRACES_EXPORTER": "otlp",
         "OTEL_METRICS_EXPORTER": "none",

@@ -15,6 +15,8 @@ import pytest
 
 import stack_config as cfg
 from harness.commands import run_sourced, source_and_emit
+from harness.compose_file import REPO
+from harness.project import ComposeProject, clean_copy
 
 pytestmark = pytest.mark.docker
 
@@ -38,6 +40,8 @@ def test_team_up_brings_the_stack_up_behind_the_proxy(team):
 
 
 def test_only_the_proxy_is_published_and_on_the_bind_address(team):
+    # On the port of MLFLOW_PUBLIC_URL: the deployment sets no TEAM_HTTPS_PORT.
+    assert "TEAM_HTTPS_PORT" not in team.env
     assert team.published() == {("proxy", "127.0.0.1", team.https_port), ("proxy", "127.0.0.1", team.http_port)}
 
 
@@ -151,3 +155,17 @@ def test_a_persons_mlflow_client_logs_and_reads_back_an_artifact_through_the_pro
                          f"bob-{uuid.uuid4().hex[:6]}")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "via the proxy"
+
+
+def test_a_team_https_port_that_disagrees_with_the_public_url_is_refused_before_anything_starts(tmp_path):
+    project = ComposeProject(clean_copy(tmp_path))
+    project.env_file.write_text("MLFLOW_PUBLIC_URL=https://localhost:8443\nTEAM_HTTPS_PORT=443\n")
+    result = project.run("make", "team-up", check=False)
+    assert result.returncode != 0
+    assert result.stderr.splitlines()[0] == ("make team-up: error: TEAM_HTTPS_PORT=443 disagrees with "
+                                     "MLFLOW_PUBLIC_URL=https://localhost:8443 (port 8443): remove TEAM_HTTPS_PORT "
+                                     "(the URL's port is used) or make them equal")
+    # docs/team.md shows this output as it is.
+    assert all(line in (REPO / "docs" / "team.md").read_text() for line in result.stderr.splitlines())
+    assert project.containers() == [] and not project.engine.volumes.list(
+        filters={"label": f"com.docker.compose.project={project.name}"})

@@ -24,7 +24,12 @@ def test_fresh_file_has_export_lines_for_every_goose_setting():
     assert text.splitlines() == [
         envfile.HEADER,
         "export OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:5000",
+        "export OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://localhost:5000/v1/traces",
         "export OTEL_EXPORTER_OTLP_HEADERS=x-mlflow-experiment-id=7",
+        "export OTEL_EXPORTER_OTLP_TRACES_HEADERS=x-mlflow-experiment-id=7",
+        "export OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
+        "export OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=http/protobuf",
+        "export OTEL_SDK_DISABLED=false",
         "export OTEL_TRACES_EXPORTER=otlp",
         "export OTEL_METRICS_EXPORTER=none",
         "export OTEL_LOGS_EXPORTER=none",

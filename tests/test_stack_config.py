@@ -151,7 +151,12 @@ def test_client_headers_read_the_process_environment_by_default(monkeypatch):
 def test_goose_env_without_auth_holds_only_the_otel_settings():
     assert cfg.goose_env("http://localhost:5000", "7") == {
         "OTEL_EXPORTER_OTLP_ENDPOINT": "http://localhost:5000",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://localhost:5000/v1/traces",
         "OTEL_EXPORTER_OTLP_HEADERS": "x-mlflow-experiment-id=7",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "x-mlflow-experiment-id=7",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
+        "OTEL_SDK_DISABLED": "false",
         "OTEL_TRACES_EXPORTER": "otlp",
         "OTEL_METRICS_EXPORTER": "none",
         "OTEL_LOGS_EXPORTER": "none",
@@ -197,8 +202,14 @@ def test_goose_env_without_a_ca_file_sets_no_certificate(ca_file):
 def test_goose_env_with_auth_keeps_every_otel_setting():
     plain = cfg.goose_env("https://h.example", "3")
     with_auth = cfg.goose_env("https://h.example", "3", auth=("alice", "pw"), ca_file="/ca.crt")
-    assert {k: v for k, v in with_auth.items() if k in plain and k != "OTEL_EXPORTER_OTLP_HEADERS"} == {
-        k: v for k, v in plain.items() if k != "OTEL_EXPORTER_OTLP_HEADERS"}
+    headers = ("OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS")
+    assert {k: v for k, v in with_auth.items() if k in plain and k not in headers} == {
+        k: v for k, v in plain.items() if k not in headers}
+
+
+def test_goose_env_gives_the_traces_headers_the_same_credentials():
+    env = cfg.goose_env("https://h.example", "3", auth=("alice", "pw"))
+    assert env["OTEL_EXPORTER_OTLP_TRACES_HEADERS"] == env["OTEL_EXPORTER_OTLP_HEADERS"]
 
 
 def test_percent_encoded_header_is_what_urllib_quote_makes_with_nothing_safe():

@@ -39,6 +39,7 @@ REPO_OWNER_UID = 4242  # the clean copy belongs to a non-root user, as a real ch
 # and those of an enclosing `make test`, so that `make` here runs as a user's
 # top-level make (a nested one prints "Entering directory" lines).
 PROJECT_SETTINGS = ("MLFLOW_PUBLIC_URL", "GOOSE_EXPERIMENT", "MLFLOW_BUCKET", "COMPOSE_FILE", "TRACE_RETENTION_DAYS",
+                    "TEAM_HTTPS_PORT",
                     "MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES")
 
 

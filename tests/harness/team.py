@@ -26,8 +26,8 @@ class TeamDeployment(ComposeProject):
         super().__init__(directory, {
             "COMPOSE_FILE": "compose.yaml:compose.team.yaml",
             "MLFLOW_PUBLIC_URL": f"https://localhost:{self.https_port}",
-            "TEAM_HTTPS_PORT": str(self.https_port), "TEAM_HTTP_PORT": str(self.http_port),
-            "TEAM_BIND_ADDRESS": "127.0.0.1"})
+            # No TEAM_HTTPS_PORT: make team-up takes the port from the URL.
+            "TEAM_HTTP_PORT": str(self.http_port), "TEAM_BIND_ADDRESS": "127.0.0.1"})
         self.ca = str(directory / "users" / "ca.crt")
         self.up_output = ""
         self.user_output: dict[str, str] = {}

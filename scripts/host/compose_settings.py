@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""The stack's settings as Compose reads them (the shell's environment over .env), for make.
+
+`make team-up` and the other team targets ask this module which compose files
+to use and which port the proxy listens on, so that they follow what the user
+set rather than a fixed list:
+
+  compose_settings.py compose-files [--team]   the files of COMPOSE_FILE (default compose.yaml),
+                                       with compose.team.yaml after compose.yaml for --team
+  compose_settings.py team-https-port          the port of MLFLOW_PUBLIC_URL (443 without one);
+                                       a TEAM_HTTPS_PORT that disagrees is refused
+
+Stdlib only: it runs before any venv exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import urllib.parse
+from collections.abc import Mapping
+from pathlib import Path
+
+import envfile
+import stack_config as cfg
+from errors import StackError, run_command
+
+BASE_FILE = "compose.yaml"
+TEAM_FILE = "compose.team.yaml"
+HTTPS_DEFAULT_PORT = 443
+
+
+def read_settings(directory: Path, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """`.env` of `directory` with the environment on top: Compose's own precedence."""
+    settings = envfile.parse(envfile.read_text(directory / ".env"))
+    settings.update(environ)
+    return settings
+
+
+def compose_files(settings: Mapping[str, str], team: bool = False) -> list[str]:
+    """The files Compose would read; for team mode, compose.team.yaml right after compose.yaml.
+
+    Right after, not last: compose.external.yaml overrides team mode's
+    accounts database, so it has to come later.
+    """
+    separator = settings.get("COMPOSE_PATH_SEPARATOR") or os.pathsep
+    files = [name for name in (settings.get("COMPOSE_FILE") or BASE_FILE).split(separator) if name]
+    if team and not any(Path(name).name == TEAM_FILE for name in files):
+        bases = [index for index, name in enumerate(files) if Path(name).name == BASE_FILE]
+        if not bases:
+            raise StackError(f"COMPOSE_FILE={settings['COMPOSE_FILE']} does not name {BASE_FILE}; "
+                             f"start it with {BASE_FILE}, e.g. COMPOSE_FILE={BASE_FILE}:{TEAM_FILE}")
+        files.insert(bases[0] + 1, TEAM_FILE)
+    return files
+
+
+def team_https_port(settings: Mapping[str, str]) -> int:
+    """The port the proxy must listen on: the one teammates' URL names."""
+    url = settings.get("MLFLOW_PUBLIC_URL") or ""
+    if not url:
+        raise StackError("team mode needs MLFLOW_PUBLIC_URL: add e.g. MLFLOW_PUBLIC_URL=https://mlflow.example.com "
+                         "to .env (docs/team.md)")
+    url = cfg.check_url(url, "MLFLOW_PUBLIC_URL")
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme != "https":
+        raise StackError(f"MLFLOW_PUBLIC_URL={url} is not https: team mode serves TLS only; "
+                         f"write https://{parsed.netloc}")
+    port = parsed.port or HTTPS_DEFAULT_PORT
+    explicit = (settings.get("TEAM_HTTPS_PORT") or "").strip()
+    if explicit and explicit != str(port):
+        raise StackError(f"TEAM_HTTPS_PORT={explicit} disagrees with MLFLOW_PUBLIC_URL={url} (port {port}): "
+                         f"remove TEAM_HTTPS_PORT (the URL's port is used) or make them equal")
+    return port
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Print a setting of the stack as Compose reads it (for make).")
+    parser.add_argument("--directory", type=Path, default=Path.cwd(),
+                        help="the checkout whose .env is read (default: the current directory)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    files = commands.add_parser("compose-files", help="the compose files, joined by ':'")
+    files.add_argument("--team", action="store_true", help="with compose.team.yaml")
+    commands.add_parser("team-https-port", help="the port of MLFLOW_PUBLIC_URL, checked against TEAM_HTTPS_PORT")
+    return parser.parse_args(argv)
+
+
+def answer(args: argparse.Namespace) -> str:
+    settings = read_settings(args.directory)
+    if args.command == "compose-files":
+        return ":".join(compose_files(settings, team=args.team))
+    return str(team_https_port(settings))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Named for what the user ran or set: these lines end up under a make target.
+    return run_command("make team-up" if args.command == "team-https-port" else "COMPOSE_FILE", lambda: answer(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
