@@ -31,7 +31,7 @@ HOST_STAMP := $(HOST_VENV)/.installed-requirements
 # The tools that measure the stack import its commands and the tests' harness.
 TOOLS := PYTHONPATH=scripts:tests:bench $(VENV)/bin/python
 
-.PHONY: help up down logs team-up team-down user remove-user team-ca prune backup restore status verify test mutation bench profile lock-image offline-images clean
+.PHONY: help up down logs team-up team-down user remove-user team-ca prune backup restore status doctor verify test mutation bench profile lock-image offline-images clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -105,6 +105,9 @@ restore: ## Restore a backup into this stack, which must hold no data (FILE=back
 
 status: $(HOST_STAMP) ## Each service's health, disk use, schema, traces per experiment, the last backup's age
 	@PYTHONPATH=scripts $(HOST_VENV)/bin/python scripts/host/status.py
+
+doctor: $(HOST_STAMP) ## What is wrong with the stack and goose's settings, one line each with its fix [ENV_FILE=users/alice.env]
+	@PYTHONPATH=scripts $(HOST_VENV)/bin/python scripts/host/doctor.py $(if $(ENV_FILE),--env-file "$(ENV_FILE)")
 
 verify: ## Send one goose-shaped session through .env (or ENV_FILE=users/alice.env) and read it back
 	$(PYTHON) scripts/verify.py $(if $(ENV_FILE),--env-file "$(ENV_FILE)")

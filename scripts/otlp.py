@@ -177,6 +177,13 @@ def traces_endpoint(environ: Mapping[str, str]) -> str:
     return base.rstrip("/") + "/v1/traces"
 
 
+def traces_headers(environ: Mapping[str, str]) -> dict[str, str]:
+    """The headers an OTLP exporter sends with traces: the traces form, when set at all (even empty), wins."""
+    if "OTEL_EXPORTER_OTLP_TRACES_HEADERS" in environ:
+        return parse_headers(environ["OTEL_EXPORTER_OTLP_TRACES_HEADERS"])
+    return parse_headers(environ.get("OTEL_EXPORTER_OTLP_HEADERS", ""))
+
+
 def export(url: str, body: bytes, headers: Mapping[str, str], timeout: float = 10.0,
            context: ssl.SSLContext | None = None) -> tuple[int, bytes]:
     """POST one protobuf batch; returns (status, response body) for any HTTP answer."""

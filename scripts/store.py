@@ -200,8 +200,19 @@ def alembic_config(database: Database):
     return _get_alembic_config(database.uri)
 
 
+def bucket_facts(bucket: Bucket) -> dict:
+    """The bucket's name, and the object store's answer when asked for it (None: it is there)."""
+    try:
+        with one_line_errors(f"bucket {bucket.name}"):
+            bucket.client().head_bucket(Bucket=bucket.name)
+    except StackError as exc:
+        return {"name": bucket.name, "error": str(exc)}
+    return {"name": bucket.name, "error": None}
+
+
 def facts() -> dict:
-    """What `make status` shows of the databases: each one's schema against the image's, traces per experiment."""
+    """What `make status` and `make doctor` read of the stores: each database's schema against the image's,
+    traces per (active) experiment, and whether the bucket answers."""
     found = {}
     for database in databases():
         entry = {"name": database.name, "revision": schema_revision(database), "image_revision": image_head(database)}
@@ -209,12 +220,13 @@ def facts() -> dict:
             entry["experiments"] = [{"id": id_, "name": name, "traces": traces, "newest_ms": newest}
                                     for id_, name, traces, newest in traces_per_experiment(database)]
         found[database.kind] = entry
-    return found
+    return {"databases": found, "bucket": bucket_facts(artifact_bucket())}
 
 
 def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(description="Print, as JSON, the schema revisions and traces per experiment of "
-                                        "MLflow's databases (make status runs this in the mlflow container).",
+                                        "MLflow's databases and whether the bucket answers (make status and "
+                                        "make doctor run this in the mlflow container).",
                             ).parse_args(argv)
     return run_command("store", lambda: json.dumps(facts()))
 

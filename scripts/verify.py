@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +43,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def source_env_file(env_file: Path) -> dict[str, str]:
-    """The OTEL_* variables a shell has after `source env_file`."""
+def source_env_file(env_file: Path, shell_env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The OTEL_* variables a shell has after `source env_file`: a bare shell's, or one that starts with
+    `shell_env` (make doctor passes the user's, to see what goose would inherit from it)."""
     if not env_file.is_file():
         raise StepFailed("read env file", f"{env_file} does not exist; run make up (or scripts/bootstrap.py) first")
     shell = subprocess.run(
         ["bash", "-c", 'set -a; source "$1" >/dev/null || exit 1; env -0', "verify", str(env_file)],
-        capture_output=True, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, check=False)
+        capture_output=True, env=dict(shell_env or {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}), check=False)
     if shell.returncode != 0:
         raise StepFailed("read env file", f"bash could not source {env_file}: {shell.stderr.decode().strip()}")
     pairs = (item.partition("=") for item in shell.stdout.decode().split("\0") if item)
@@ -62,7 +64,7 @@ def export_session(environ: dict[str, str]) -> tuple[str, str, dict[str, str]]:
             raise StepFailed("check env file", f"{key} is set; goose cannot compress and would export nothing")
     try:
         url = otlp.traces_endpoint(environ)
-        headers = otlp.parse_headers(environ.get("OTEL_EXPORTER_OTLP_HEADERS", ""))
+        headers = otlp.traces_headers(environ)
     except ValueError as exc:
         raise StepFailed("check env file", str(exc)) from None
     experiment_id = headers.get(EXPERIMENT_HEADER)

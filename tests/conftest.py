@@ -17,7 +17,7 @@ import pytest
 from harness.commands import run_script
 from harness.compose_file import load_compose
 from harness.native import NativeStack, free_port, stop_processes
-from harness.project import clean_copy, require_engine
+from harness.project import ComposeProject, clean_copy, require_engine
 from harness.team import TeamDeployment
 from harness.tripwire import Tripwire
 
@@ -83,6 +83,18 @@ def team_stack(native_stack: NativeStack) -> Iterator[TeamStack]:
         yield team
     finally:
         stop_processes([server])
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeProject]:
+    """`make up` in a clean copy, shared by the browser and doctor suites (each puts back what it breaks)."""
+    require_engine()
+    project = ComposeProject(clean_copy(tmp_path_factory.mktemp("local-copy")))
+    try:
+        project.up()
+        yield project
+    finally:
+        project.down()
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,6 @@ container, which holds their credentials.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from datetime import datetime, timezone
@@ -21,11 +20,9 @@ from pathlib import Path
 import docker
 from docker.models.containers import Container
 
+from engine import PROJECT_LABEL, connect, project_containers, service, store_facts
+from errors import StackError
 from units import age, human_size
-
-PROJECT_DIR_LABEL = "com.docker.compose.project.working_dir"
-SERVICE_LABEL = "com.docker.compose.service"
-PROJECT_LABEL = "com.docker.compose.project"
 
 
 def fail(message: str) -> int:
@@ -33,19 +30,15 @@ def fail(message: str) -> int:
     return 1
 
 
-def project_containers(engine: docker.DockerClient, directory: Path) -> list[Container]:
-    return engine.containers.list(all=True, filters={"label": f"{PROJECT_DIR_LABEL}={directory}"})
-
-
 def service_lines(containers: list[Container]) -> list[str]:
     lines = []
-    for container in sorted(containers, key=lambda c: c.labels[SERVICE_LABEL]):
+    for container in sorted(containers, key=service):
         state = container.attrs["State"]
         if state["Status"] == "exited":
             shown = "done" if state["ExitCode"] == 0 else f"FAILED (exit {state['ExitCode']})"
         else:
             shown = state["Status"] + (f", {state['Health']['Status']}" if "Health" in state else "")
-        lines.append(f"  {container.labels[SERVICE_LABEL]:<10} {shown}")
+        lines.append(f"  {service(container):<10} {shown}")
     return lines
 
 
@@ -60,15 +53,12 @@ def volume_lines(engine: docker.DockerClient, project: str) -> list[str]:
 
 def database_lines(containers: list[Container], now: float) -> list[str]:
     """Schema and traces, from inside the mlflow container."""
-    mlflow = [c for c in containers if c.labels[SERVICE_LABEL] == "mlflow" and c.status == "running"]
-    if not mlflow:
-        return ["  unavailable: mlflow is not running (make up)"]
-    code, (stdout, stderr) = mlflow[0].exec_run(["docker-entrypoint.sh", "python3", "scripts/store.py"], demux=True)
-    if code != 0 or not stdout:
-        lines = (stderr or b"").decode("utf-8", "replace").strip().splitlines() or [f"exit {code}"]
-        return [f"  unavailable: {lines[-1]}"]
+    try:
+        facts = store_facts(containers)
+    except StackError as exc:
+        return [f"  unavailable: {exc}"]
     lines = []
-    for kind, entry in json.loads(stdout).items():
+    for kind, entry in facts["databases"].items():
         revision = entry["revision"]
         verdict = ("as the image expects" if revision == entry["image_revision"]
                    else f"image expects {entry['image_revision']}")
@@ -100,10 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     directory = args.directory.resolve()
     try:
-        engine = docker.from_env()
+        engine = connect()
         containers = project_containers(engine, directory)
-    except docker.errors.DockerException as exc:
-        return fail(f"no Docker engine answers ({exc}); start Docker, then make status")
+    except (StackError, docker.errors.DockerException) as exc:
+        return fail(f"{exc}; then make status")
     if not containers:
         return fail(f"no stack was started from {directory}; start it with make up (or make team-up)")
     now = time.time()

@@ -1,0 +1,192 @@
+"""`make doctor` under a real Docker engine: each check, broken on its own, names what is wrong and the fix.
+
+One local stack (a clean copy) is broken one way at a time and repaired
+after; team mode uses the deployment the team suite shares. The exit status
+of scripts/host/doctor.py (what `make doctor` runs) is the number of failed
+checks; `make` itself exits 2 when there is any.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import envfile
+from harness.project import ComposeProject
+
+pytestmark = pytest.mark.docker
+
+CHECKS = ("docker", "services", "port", "host", "bucket", "experiment", "goose")
+
+
+@pytest.fixture(scope="module")
+def local(local_stack: ComposeProject) -> ComposeProject:
+    return local_stack
+
+
+def doctor(project: ComposeProject, *args: str, **shell: str) -> tuple[int, list[str], list[str]]:
+    """scripts/host/doctor.py as make doctor runs it, in the user's shell plus `shell`: (exit, FAIL lines, all)."""
+    result = subprocess.run([sys.executable, "scripts/host/doctor.py", *args], cwd=project.directory,
+                            env={**project.env, "PYTHONPATH": "scripts", **shell}, capture_output=True, text=True,
+                            timeout=120)
+    lines = result.stdout.splitlines()
+    return result.returncode, [line for line in lines if line.startswith("FAIL")], lines
+
+
+def check_line(name: str, text: str) -> str:
+    return f"FAIL {name:<10} {text}"
+
+
+def test_a_healthy_local_stack_passes_every_check(local):
+    code, failed, lines = doctor(local)
+    assert (code, failed) == (0, [])
+    assert [line.split()[1] for line in lines if line.startswith("ok")] == list(CHECKS)
+
+
+def test_make_doctor_says_no_problems_on_a_healthy_stack(local):
+    result = local.run("make", "doctor")
+    assert result.stdout.strip().splitlines()[-1].startswith("No problems found. Next: source .env && goose session")
+
+
+def test_no_engine_is_one_failure_and_stops_the_checks(local):
+    code, failed, lines = doctor(local, DOCKER_HOST="unix:///nonexistent/docker.sock")
+    assert code == 1 and failed[0].startswith("FAIL docker     no Docker engine answers (")
+    assert failed[0].endswith("; start Docker") and "6 more checks need this one" in lines[1]
+
+
+def test_a_stopped_service_is_named_with_the_command_that_starts_it(local):
+    local.compose("stop", "retention")
+    try:
+        code, failed, _ = doctor(local)
+    finally:
+        local.compose("up", "--detach", "--wait", "retention")
+    container = local.container("retention").name
+    assert failed == [check_line("services", f"retention: exited: docker logs {container} says why; "
+                                             "make up starts it")]
+    assert code == 1
+
+
+def test_a_port_held_by_another_process_names_the_process(local):
+    local.compose("stop", "mlflow")
+    squatter = subprocess.Popen([sys.executable, "-m", "http.server", str(local.port), "--bind", "127.0.0.1"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1)
+        name = Path(f"/proc/{squatter.pid}/comm").read_text().strip()
+        code, failed, lines = doctor(local)
+    finally:
+        squatter.kill()
+        squatter.wait()
+        local.compose("up", "--detach", "--wait", "mlflow")
+    assert check_line("port", f"port {local.port}: held by {name} (pid {squatter.pid}), not this stack's mlflow: "
+                              "stop it, or set MLFLOW_PORT to a free port in .env; then make up") in failed
+    # What needs MLflow is not checked, not counted.
+    assert "--   host       not checked: mlflow is not running" in lines
+    assert code == len(failed)
+
+
+def test_a_changed_public_url_fails_the_host_check(local):
+    before = local.env_file.read_text()
+    local.env_file.write_text(before + f"MLFLOW_PUBLIC_URL=http://devbox:{local.port}\n")
+    try:
+        code, failed, _ = doctor(local)
+    finally:
+        local.env_file.write_text(before)
+    assert check_line("host", f"MLFLOW_PUBLIC_URL is http://devbox:{local.port} but mlflow was started for "
+                              f"http://localhost:{local.port}, so it answers 403 Invalid Host header at "
+                              f"http://devbox:{local.port}: make up recreates it") in failed
+    assert code == len(failed)
+
+
+def test_a_missing_bucket_is_named_with_the_job_that_creates_it(local):
+    code, output = local.container("mlflow").exec_run(
+        ["docker-entrypoint.sh", "python3", "-c", "import store; b = store.artifact_bucket(); c = b.client(); "
+         "[c.delete_object(Bucket=b.name, Key=b.prefix + k) for k, _ in b.objects()]; c.delete_bucket(Bucket=b.name)"],
+        environment={"PYTHONPATH": "scripts"})
+    assert code == 0, output.decode()
+    try:
+        code, failed, lines = doctor(local)
+    finally:
+        local.up()
+    assert failed == [check_line("bucket", "bucket mlflow-artifacts: An error occurred (404) when calling the "
+                                           "HeadBucket operation: Not Found: make up creates it (the bucket job)")], lines
+    assert code == 1
+
+
+def test_a_stale_experiment_id_in_dot_env_is_caught(local):
+    before = local.env_file.read_text()
+    stale = {key: "x-mlflow-experiment-id=987654" for key in
+             ("OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS")}
+    local.env_file.write_text(envfile.merge(before, stale))
+    try:
+        code, failed, _ = doctor(local)
+    finally:
+        local.env_file.write_text(before)
+    assert check_line("experiment", f"{local.env_file}: experiment 987654 is not on the server (deleted, or the "
+                                    "stack was recreated by down -v): make up rewrites .env") in failed
+    assert code == len(failed)
+
+
+def test_compression_in_the_shell_is_caught_although_dot_env_is_fine(local):
+    code, failed, _ = doctor(local, OTEL_EXPORTER_OTLP_COMPRESSION="gzip")
+    assert failed == [check_line("goose", "OTEL_EXPORTER_OTLP_COMPRESSION=gzip after source .env: goose's exporter "
+                                          "has no compression and sends nothing; unset "
+                                          "OTEL_EXPORTER_OTLP_COMPRESSION in your shell")]
+    assert code == 1
+
+
+def test_the_pins_in_dot_env_defeat_the_shells_other_traps(local):
+    code, failed, _ = doctor(local, OTEL_SDK_DISABLED="true", OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+                             OTEL_EXPORTER_OTLP_TRACES_ENDPOINT="http://collector.example:4318/v1/traces")
+    assert (code, failed) == (0, [])
+
+
+def test_an_env_file_without_the_pins_lets_the_shells_traps_through(local):
+    before = local.env_file.read_text()
+    pins = ("OTEL_SDK_DISABLED", "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    local.env_file.write_text(envfile.merge(before, {}, remove=pins))
+    try:
+        code, failed, _ = doctor(local, OTEL_SDK_DISABLED="true", OTEL_EXPORTER_OTLP_PROTOCOL="grpc")
+    finally:
+        local.env_file.write_text(before)
+    assert failed == [
+        check_line("goose", "OTEL_SDK_DISABLED=true after source .env: goose sends nothing; "
+                            "unset OTEL_SDK_DISABLED in your shell"),
+        check_line("goose", "OTEL_EXPORTER_OTLP_PROTOCOL=grpc after source .env: goose has only HTTP and skips "
+                            "export; unset it in your shell")]
+    assert code == 2
+
+
+# Team mode --------------------------------------------------------------------
+
+def test_a_healthy_team_stack_passes_every_check(team_deployment):
+    code, failed, lines = doctor(team_deployment)
+    assert (code, failed) == (0, [])
+    assert f"ok   port       port {team_deployment.https_port}: published by proxy" in lines
+
+
+def test_a_persons_env_file_passes_the_goose_check_through_the_proxy(team_deployment):
+    code, failed, lines = doctor(team_deployment, "--env-file", "users/alice.env")
+    assert (code, failed) == (0, [])
+    assert any(line.startswith("ok   goose      after source ") for line in lines)
+
+
+def test_a_persons_wrong_password_is_answered_401_through_the_proxy(team_deployment):
+    stale = team_deployment.directory / "users" / "stale.env"
+    values = team_deployment.values("alice")
+    wrong = values["OTEL_EXPORTER_OTLP_HEADERS"].rsplit("Basic%20", 1)[0] + "Basic%20YWxpY2U6d3Jvbmc%3D"
+    stale.write_text(envfile.merge(team_deployment.person_env_file("alice").read_text(), {
+        "OTEL_EXPORTER_OTLP_HEADERS": wrong, "OTEL_EXPORTER_OTLP_TRACES_HEADERS": wrong}))
+    try:
+        code, failed, _ = doctor(team_deployment, "--env-file", str(stale))
+    finally:
+        stale.unlink()
+    assert len(failed) == 1 and failed[0].startswith(
+        f"FAIL goose      {team_deployment.url}/v1/traces answered 401 ") and failed[0].endswith(
+        f"to goose's settings in {stale}")
+    assert code == 1
