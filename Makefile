@@ -22,6 +22,9 @@ STACK_COMPOSE = $(COMPOSE) $(STACK_FILES)
 # were created (the proxy keeps its port): what a restore ends with.
 RESTART = $(MAKE) --no-print-directory up COMPOSE="$(STACK_COMPOSE)" UP_FLAGS=--no-recreate \
 	WAIT_FOR="$(if $(findstring compose.team.yaml,$(STACK_FILES)),proxy retention,mlflow retention)"
+# Compose's plain progress lines (not a terminal), each with the seconds since `make up` began.
+UP_PROGRESS = $(if $(shell [ -t 2 ] && echo terminal),,2> >(while IFS= read -r line; do \
+	printf '[%3ds] %s\n' "$$SECONDS" "$$line"; done >&2))
 BOOTSTRAP := python3 /opt/stack/scripts/bootstrap.py --tracking-uri http://mlflow:5000 --users-dir /project/users
 VENV := .venv
 STAMP := $(VENV)/.installed-requirements
@@ -40,8 +43,10 @@ up: ## Start the stack, wait until healthy, print the bootstrap's summary
 	@# Compose 2.26's --wait counts a finished one-shot job as a failure, so the
 	@# servers are waited for first and the bootstrap job is waited for by name.
 	@# backups/ is made here, by the user, so that it is theirs, not root's.
+	@# Progress: in a terminal Compose's live view shows each container and its
+	@# time; elsewhere (CI, a pipe, a log) its plain lines get the seconds since start.
 	@mkdir -p -m 700 backups
-	@$(COMPOSE) up --detach --build --wait $(UP_FLAGS) $(WAIT_FOR) || { status=$$?; \
+	@SECONDS=0; $(COMPOSE) up --detach --build --wait $(UP_FLAGS) $(WAIT_FOR) $(UP_PROGRESS) || { status=$$?; \
 	  for job in $$($(COMPOSE) ps --all --status exited --format '{{.Service}}:{{.ExitCode}}' | grep -v ':0$$'); do \
 	    echo "make up: $${job%%:*} failed:" >&2; docker logs $$($(COMPOSE) ps --all --quiet "$${job%%:*}") 2>&1 | tail -n 1 >&2; done; \
 	  exit $$status; }

@@ -9,6 +9,7 @@ restart, down/up, down -v/up.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 
@@ -57,6 +58,13 @@ def test_the_image_carries_only_the_stacks_commands(docker_stack):
 def test_make_up_prints_the_bootstrap_summary(docker_stack):
     assert "source .env && goose session" in docker_stack.up_output
     assert f"{docker_stack.url}/#/experiments/" in docker_stack.up_output
+
+
+def test_make_up_outside_a_terminal_shows_each_container_with_the_seconds_since_start(docker_stack):
+    result = docker_stack.run("make", "up")
+    progress = [line for line in result.stderr.splitlines() if re.match(r"\[ *\d+s\] ", line)]
+    assert any(re.fullmatch(rf"\[ *\d+s\] +Container {docker_stack.name}-mlflow-1 +Healthy", line)
+               for line in progress), result.stderr
 
 
 def test_env_file_on_the_host_points_at_the_published_port(docker_stack):

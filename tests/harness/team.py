@@ -13,6 +13,7 @@ from pathlib import Path
 
 import envfile
 import stack_config as cfg
+from harness import guide
 from harness.native import free_port
 from harness.project import ComposeProject
 from mlflow_api import MlflowClient
@@ -23,20 +24,25 @@ class TeamDeployment(ComposeProject):
 
     def __init__(self, directory: Path) -> None:
         self.https_port, self.http_port = free_port(), free_port()
+        # The public URL goes into .env by the README's own line (start); no TEAM_HTTPS_PORT: make
+        # team-up takes the port from the URL.
         super().__init__(directory, {
             "COMPOSE_FILE": "compose.yaml:compose.team.yaml",
-            "MLFLOW_PUBLIC_URL": f"https://localhost:{self.https_port}",
-            # No TEAM_HTTPS_PORT: make team-up takes the port from the URL.
             "TEAM_HTTP_PORT": str(self.http_port), "TEAM_BIND_ADDRESS": "127.0.0.1"})
+        self.url = f"https://localhost:{self.https_port}"
         self.ca = str(directory / "users" / "ca.crt")
         self.up_output = ""
         self.user_output: dict[str, str] = {}
 
     def start(self, people: tuple[str, ...]) -> None:
-        self.up_output = self.up("team-up")
-        self.run("make", "team-ca")
-        self.user_output = {name: self.run("make", "user", f"NAME={name}", f"CA_FILE={self.ca}").stdout
-                            for name in people}
+        """The README's team-mode block as written (its first person is alice), then an account for the rest."""
+        assert people[0] == "alice"
+        block = guide.filled(guide.block("README.md", "sh", 'echo "MLFLOW_PUBLIC_URL='), {
+            "https://mlflow.internal.example": self.url, "/home/alice/.config/goose-mlflow/ca.crt": self.ca})
+        self.up_output = self.run("bash", "-euo", "pipefail", "-c", block).stdout
+        self.user_output = {"alice": self.up_output}
+        self.user_output.update({name: self.run("make", "user", f"NAME={name}", f"CA_FILE={self.ca}").stdout
+                                 for name in people[1:]})
 
     def person_env_file(self, name: str) -> Path:
         return self.directory / "users" / f"{name}.env"
