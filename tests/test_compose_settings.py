@@ -58,3 +58,14 @@ def test_team_mode_without_a_public_url_is_refused():
 def test_team_mode_with_a_plain_http_url_is_refused():
     with pytest.raises(StackError, match="is not https: team mode serves TLS only; write https://h:8080"):
         settings.team_https_port({"MLFLOW_PUBLIC_URL": "http://h:8080"})
+
+
+def test_a_team_https_port_that_disagrees_with_a_url_without_a_port_is_refused():
+    with pytest.raises(StackError, match=r"disagrees with MLFLOW_PUBLIC_URL=https://h.example \(port 443\)"):
+        settings.team_https_port({"MLFLOW_PUBLIC_URL": "https://h.example", "TEAM_HTTPS_PORT": "8443"})
+
+
+def test_compose_files_are_split_by_compose_path_separator():
+    assert settings.compose_files({"COMPOSE_FILE": "compose.yaml;compose.external.yaml",
+                                   "COMPOSE_PATH_SEPARATOR": ";"}, team=True) == [
+        "compose.yaml", "compose.team.yaml", "compose.external.yaml"]

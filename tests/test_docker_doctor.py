@@ -119,9 +119,8 @@ def test_a_missing_bucket_is_named_with_the_job_that_creates_it(local):
 
 def test_a_stale_experiment_id_in_dot_env_is_caught(local):
     before = local.env_file.read_text()
-    stale = {key: "x-mlflow-experiment-id=987654" for key in
-             ("OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS")}
-    local.env_file.write_text(envfile.merge(before, stale))
+    # Only in the traces headers: those are the ones goose sends.
+    local.env_file.write_text(envfile.merge(before, {"OTEL_EXPORTER_OTLP_TRACES_HEADERS": "x-mlflow-experiment-id=987654"}))
     try:
         code, failed, _ = doctor(local)
     finally:
@@ -151,14 +150,16 @@ def test_an_env_file_without_the_pins_lets_the_shells_traps_through(local):
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     local.env_file.write_text(envfile.merge(before, {}, remove=pins))
     try:
-        code, failed, _ = doctor(local, OTEL_SDK_DISABLED="true", OTEL_EXPORTER_OTLP_PROTOCOL="grpc")
+        # goose reads `true` in any case, and the traces protocol before the generic one.
+        code, failed, _ = doctor(local, OTEL_SDK_DISABLED="True", OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+                                 OTEL_EXPORTER_OTLP_TRACES_PROTOCOL="grpc")
     finally:
         local.env_file.write_text(before)
     assert failed == [
         check_line("goose", "OTEL_SDK_DISABLED=true after source .env: goose sends nothing; "
                             "unset OTEL_SDK_DISABLED in your shell"),
-        check_line("goose", "OTEL_EXPORTER_OTLP_PROTOCOL=grpc after source .env: goose has only HTTP and skips "
-                            "export; unset it in your shell")]
+        check_line("goose", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=grpc after source .env: goose has only HTTP and "
+                            "skips export; unset it in your shell")]
     assert code == 2
 
 

@@ -431,3 +431,18 @@ def test_export_waits_ten_seconds_by_default(monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
     assert otlp.export("http://h/v1/traces", b"", {}) == (503, b"later")
     assert seen == {"timeout": 10.0, "context": None}
+
+
+# traces_headers: which headers an exporter sends with traces (the traces form, when set at all, wins whole).
+
+def test_traces_headers_replace_the_generic_ones_whole():
+    assert otlp.traces_headers({"OTEL_EXPORTER_OTLP_TRACES_HEADERS": "a=1",
+                                "OTEL_EXPORTER_OTLP_HEADERS": "a=2,b=3"}) == {"a": "1"}
+
+
+def test_empty_traces_headers_still_hide_the_generic_ones():
+    assert otlp.traces_headers({"OTEL_EXPORTER_OTLP_TRACES_HEADERS": "", "OTEL_EXPORTER_OTLP_HEADERS": "a=2"}) == {}
+
+
+def test_without_traces_headers_the_generic_ones_are_sent():
+    assert otlp.traces_headers({"OTEL_EXPORTER_OTLP_HEADERS": "a=2,b=3"}) == {"a": "2", "b": "3"}

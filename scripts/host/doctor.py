@@ -349,7 +349,7 @@ def run_checks(doctor: Doctor) -> int:
         except NotChecked as exc:
             print(f"--   {name:<10} not checked: {exc}")
             continue
-        except (StackError, docker.errors.DockerException) as exc:
+        except (StackError, ValueError, docker.errors.DockerException) as exc:
             result = [str(exc)]
             if not later_can_run:
                 print(f"FAIL {name:<10} {exc}")
