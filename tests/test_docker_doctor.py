@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import envfile
+from harness.compose_file import load_compose
 from harness.project import ComposeProject
 
 pytestmark = pytest.mark.docker
@@ -86,6 +87,22 @@ def test_a_port_held_by_another_process_names_the_process(local):
                               "stop it, or set MLFLOW_PORT to a free port in .env; then make up") in failed
     # What needs MLflow is not checked, not counted.
     assert "--   host       not checked: mlflow is not running" in lines
+    assert code == len(failed)
+
+
+def test_a_port_held_by_another_container_names_the_container(local):
+    image = load_compose({})["services"]["bootstrap"]["image"]  # any image of the stack with python3
+    local.compose("stop", "mlflow")
+    squatter = local.engine.containers.run(image, ["python3", "-m", "http.server", "8080"], detach=True,
+                                           entrypoint=[], ports={"8080/tcp": ("127.0.0.1", local.port)})
+    try:
+        code, failed, _ = doctor(local)
+    finally:
+        squatter.remove(force=True)
+        local.compose("up", "--detach", "--wait", "mlflow")
+    assert check_line("port", f"port {local.port}: held by container {squatter.name} (project none), not this "
+                              f"stack's mlflow: docker stop {squatter.name}, or set MLFLOW_PORT to a free port in "
+                              ".env; then make up") in failed, failed
     assert code == len(failed)
 
 

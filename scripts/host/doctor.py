@@ -35,7 +35,7 @@ import compose_settings
 import envfile
 import otlp
 import stack_config as cfg
-from engine import (CONFIG_FILES_LABEL, PROJECT_LABEL, connect, container_env, project_containers, running, service,
+from engine import (CONFIG_FILES_LABEL, compose_project, connect, container_env, project_containers, running, service,
                     store_facts)
 from errors import StackError
 from mlflow_api import tls_context
@@ -182,7 +182,7 @@ def check_port(doctor: Doctor) -> str:
                 if container in doctor.containers and service(container) == publisher:
                     return f"port {port}: published by {publisher}"
                 raise Failed(f"port {port}: held by container {container.name} "
-                             f"(project {container.labels.get(PROJECT_LABEL, 'none')}), not this stack's {publisher}: "
+                             f"(project {compose_project(container) or 'none'}), not this stack's {publisher}: "
                              f"docker stop {container.name}, {fix}; then {doctor.up_command()}")
     holder = listening_process(port)
     if holder:

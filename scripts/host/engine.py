@@ -19,6 +19,7 @@ PROJECT_DIR_LABEL = "com.docker.compose.project.working_dir"
 SERVICE_LABEL = "com.docker.compose.service"
 PROJECT_LABEL = "com.docker.compose.project"
 CONFIG_FILES_LABEL = "com.docker.compose.project.config_files"
+CONTAINER_NUMBER_LABEL = "com.docker.compose.container-number"
 
 
 def connect() -> docker.DockerClient:
@@ -32,6 +33,14 @@ def connect() -> docker.DockerClient:
 
 def project_containers(engine: docker.DockerClient, directory: Path) -> list[Container]:
     return engine.containers.list(all=True, filters={"label": f"{PROJECT_DIR_LABEL}={directory}"})
+
+
+def compose_project(container: Container) -> str | None:
+    """The Compose project that created the container, if one did: images built by Compose carry its
+    project label too, and so does any container run from them by hand, without the labels only Compose
+    sets on what it creates."""
+    labels = container.labels
+    return labels.get(PROJECT_LABEL) if CONTAINER_NUMBER_LABEL in labels else None
 
 
 def service(container: Container) -> str:
