@@ -73,10 +73,10 @@ team-up: ## Team mode: TLS proxy, accounts (needs MLFLOW_PUBLIC_URL; see docs/te
 team-down: ## Stop team mode; data, accounts and certificates stay
 	$(TEAM_COMPOSE) down
 
-user: ## Team mode: create or keep an account, write users/NAME.env (NAME=alice [ROTATE=1] [CA_FILE=path])
+user: ## Team mode: create or keep an account, write users/NAME.env (NAME=alice [ROTATE=1] [CA_FILE=path] [PROMPTS=off])
 	@test -n "$(NAME)" || { echo "make user: say whose account: make user NAME=alice" >&2; exit 2; }
 	@$(TEAM_COMPOSE) run --rm --no-deps bootstrap $(BOOTSTRAP) --user "$(NAME)" \
-		$(if $(ROTATE),--rotate) $(if $(CA_FILE),--ca-file "$(CA_FILE)")
+		$(if $(ROTATE),--rotate) $(if $(CA_FILE),--ca-file "$(CA_FILE)") $(if $(PROMPTS),--prompts "$(PROMPTS)")
 
 remove-user: ## Team mode: delete an account and users/NAME.env (NAME=alice)
 	@test -n "$(NAME)" || { echo "make remove-user: say whose account: make remove-user NAME=alice" >&2; exit 2; }

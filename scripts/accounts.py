@@ -1,7 +1,8 @@
 """Per-person MLflow accounts (team mode): create, keep, rotate, remove.
 
-Each account may write to the goose experiment and nothing else (the server's
-default permission is NO_PERMISSIONS). The password is generated here, written
+Each account may write to the goose experiment and, unless refused, use the
+prompt registry; nothing else of anyone's (the server's default permission is
+NO_PERMISSIONS). The password is generated here, written
 only into that person's env file (mode 0600) and never printed.
 """
 
@@ -20,6 +21,8 @@ from mlflow_api import MlflowApiError, MlflowClient
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 PASSWORD_BYTES = 18  # 24 URL-safe characters; MLflow wants at least 12
 EXPERIMENT_PERMISSION = "EDIT"
+# On every prompt: load the team's prompts; one's own are MANAGE (MLflow gives the creator MANAGE).
+PROMPTS_PERMISSION = "READ"
 USER_FILE_MODE = 0o600
 USERS_DIR_MODE = 0o700
 # Experiment name -> the id the stack made it with, beside the people's env files.
@@ -43,15 +46,22 @@ def password_works(base_url: str, name: str, password: str) -> bool:
     return True
 
 
-def grant_experiment(client: MlflowClient, name: str, experiment_id: str) -> None:
-    """Give `name` exactly EXPERIMENT_PERMISSION on the experiment, replacing any other grant (MLflow
-    refuses a second grant for the same experiment, so a changed one is revoked first)."""
-    current = client.experiment_permission(name, experiment_id)
-    if current == EXPERIMENT_PERMISSION:
+def grant_exactly(client: MlflowClient, name: str, resource_type: str, resource_id: str, permission: str) -> None:
+    """Give `name` exactly `permission` on the resource, replacing any other grant (MLflow refuses a
+    second grant for the same resource, so a changed one is revoked first)."""
+    current = client.permission(name, resource_type, resource_id)
+    if current == permission:
         return
     if current != "NO_PERMISSIONS":
-        client.revoke_experiment(name, experiment_id)
-    client.grant_experiment(name, experiment_id, EXPERIMENT_PERMISSION)
+        client.revoke(name, resource_type, resource_id)
+    client.grant(name, resource_type, resource_id, permission)
+
+
+def grant_access(client: MlflowClient, name: str, experiment_id: str, prompts: bool) -> None:
+    """What an account may do (docs/evaluation.md): write to goose's experiment (traces, evaluation runs,
+    assessments) and, with `prompts`, register prompts and read every prompt; without, no prompt at all."""
+    grant_exactly(client, name, "experiment", experiment_id, EXPERIMENT_PERMISSION)
+    grant_exactly(client, name, "prompt", "*", PROMPTS_PERMISSION if prompts else "DENY")
 
 
 def check_managed_by_the_stack(client: MlflowClient, experiment: str, experiment_id: str) -> None:
@@ -60,7 +70,7 @@ def check_managed_by_the_stack(client: MlflowClient, experiment: str, experiment
     for user in client.list_users():
         if user["is_admin"]:
             continue
-        if client.experiment_permission(user["username"], experiment_id) == "MANAGE":
+        if client.permission(user["username"], "experiment", experiment_id) == "MANAGE":
             raise StackError(
                 f"experiment {experiment!r} (id {experiment_id}) is managed by {user['username']}, not by the "
                 f"stack; rename or delete it as the admin (docs/security.md), then rerun")
@@ -104,8 +114,8 @@ def prepare_users_dir(directory: Path) -> None:
 
 
 def ensure_account(client: MlflowClient, tracking_uri: str, name: str, experiment_id: str,
-                   env_file: Path, rotate: bool) -> tuple[str, str]:
-    """(password, what was done); grants the experiment every time, so a rerun repairs it."""
+                   env_file: Path, rotate: bool, prompts: bool = True) -> tuple[str, str]:
+    """(password, what was done); grants every time, so a rerun repairs or changes them."""
     existing = client.get_user(name)
     if existing is None:
         password = secrets.token_urlsafe(PASSWORD_BYTES)
@@ -121,7 +131,7 @@ def ensure_account(client: MlflowClient, tracking_uri: str, name: str, experimen
             raise StackError(f"user {name} exists but {env_file} holds no working password; "
                              "rerun with --rotate to issue a new one")
         action = "kept"
-    grant_experiment(client, name, experiment_id)
+    grant_access(client, name, experiment_id, prompts)
     return password, action
 
 

@@ -223,19 +223,19 @@ class MlflowClient:
     def delete_user(self, name: str) -> None:
         self.request("DELETE", "/api/2.0/mlflow/users/delete", {"username": name})
 
-    def experiment_permission(self, name: str, experiment_id: str) -> str:
-        """The permission `name` holds on the experiment (NO_PERMISSIONS when none)."""
+    def permission(self, name: str, resource_type: str, resource_id: str) -> str:
+        """The permission `name` holds on the resource (NO_PERMISSIONS when none); `resource_id` "*" is the
+        grant on every resource of the type."""
         return self.request("GET", "/api/3.0/mlflow/users/permissions/get", query={
-            "username": name, "resource_type": "experiment", "resource_id": experiment_id})["permission"]
+            "username": name, "resource_type": resource_type, "resource_id": resource_id})["permission"]
 
-    def grant_experiment(self, name: str, experiment_id: str, permission: str) -> None:
+    def grant(self, name: str, resource_type: str, resource_id: str, permission: str) -> None:
         self.request("POST", "/api/3.0/mlflow/users/permissions/grant", {
-            "username": name, "resource_type": "experiment", "resource_id": experiment_id, "permission": permission})
+            "username": name, "resource_type": resource_type, "resource_id": resource_id, "permission": permission})
 
-    def revoke_experiment(self, name: str, experiment_id: str) -> None:
+    def revoke(self, name: str, resource_type: str, resource_id: str) -> None:
         self.request("POST", "/api/3.0/mlflow/users/permissions/revoke", {
-            "username": name, "resource_type": "experiment", "resource_id": experiment_id})
-
+            "username": name, "resource_type": resource_type, "resource_id": resource_id})
 
 def ensure_experiment(client: MlflowClient, name: str) -> tuple[str, str]:
     """The id of the active experiment `name`, creating or restoring it.

@@ -113,11 +113,13 @@ def encode_export_request(spans: Sequence[Span], resource: Mapping[str, Attribut
 def goose_session(session_id: str, prompt: str = "List the files in this folder.",
                   model: str = "gpt-4o-mini", provider: str = "openai",
                   tokens: Sequence[tuple[int, int]] = ((1200, 80), (1450, 35)),
-                  tools: Sequence[str] = ("developer__shell",), now_ns: int | None = None) -> list[Span]:
+                  tools: Sequence[str] = ("developer__shell",), now_ns: int | None = None,
+                  failed_tools: Sequence[int] = ()) -> list[Span]:
     """One goose reply: an invoke_agent root, a chat span per model call, an execute_tool span per tool call.
 
     Model calls and tool calls alternate as in goose's agent loop: chat,
-    tool, chat, tool, ..., chat.
+    tool, chat, tool, ..., chat. The tool calls numbered in `failed_tools`
+    (from 0) failed: goose records `error.type` on their spans.
     """
     trace_id = os.urandom(16)
     root_id = os.urandom(8)
@@ -142,6 +144,7 @@ def goose_session(session_id: str, prompt: str = "List the files in this folder.
                                      "gen_ai.operation.name": "execute_tool",
                                      "gen_ai.tool.name": tools[index],
                                      "gen_ai.tool.call.id": f"call_{index}_{session_id}",
+                                     **({"error.type": "tool_error"} if index in failed_tools else {}),
                                  }))
             cursor += step_ns + 1_000_000
     root = Span(trace_id, root_id, "invoke_agent goose", start, cursor, b"", {

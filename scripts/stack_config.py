@@ -106,10 +106,14 @@ def goose_env(public_url: str, experiment_id: str, auth: tuple[str, str] | None 
         "OTEL_METRICS_EXPORTER": "none",
         "OTEL_LOGS_EXPORTER": "none",
         "OTEL_SERVICE_NAME": SERVICE_NAME,
+        # MLflow's own client (evaluation, prompts: docs/evaluation.md): the stack, and
+        # goose's experiment as the active one, so runs and searches land beside the traces.
+        "MLFLOW_TRACKING_URI": public_url,
+        "MLFLOW_EXPERIMENT_ID": experiment_id,
+        **MLFLOW_CLIENT_SETTINGS,
     }
     if auth:
-        env.update({"MLFLOW_TRACKING_URI": public_url, "MLFLOW_TRACKING_USERNAME": auth[0],
-                    "MLFLOW_TRACKING_PASSWORD": auth[1], **MLFLOW_CLIENT_SETTINGS})
+        env.update({"MLFLOW_TRACKING_USERNAME": auth[0], "MLFLOW_TRACKING_PASSWORD": auth[1]})
     if ca_file:
         env.update({"OTEL_EXPORTER_OTLP_CERTIFICATE": ca_file, "MLFLOW_TRACKING_SERVER_CERT_PATH": ca_file})
     return env

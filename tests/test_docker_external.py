@@ -85,10 +85,6 @@ def managed() -> Iterator[ManagedServices]:
         services.compose("down", "--volumes")
 
 
-def run_block(project: ComposeProject, text: str) -> subprocess.CompletedProcess:
-    return project.run("bash", "-euo", "pipefail", "-c", text)
-
-
 @pytest.fixture(scope="module")
 def deployment(managed: ManagedServices, tmp_path_factory) -> Iterator[ComposeProject]:
     # Only what the guide leaves to the reader's network: the proxy's HTTP port and address.
@@ -99,7 +95,7 @@ def deployment(managed: ManagedServices, tmp_path_factory) -> Iterator[ComposePr
     try:
         managed.psql(guide.filled(guide.block(GUIDE, "sql", "CREATE ROLE goose_mlflow"),
                                   {"<a long random password>": db_password}), user=ADMIN)
-        run_block(project, guide.filled(guide.block(GUIDE, "sh", "sudo install -d -m 700 external-secrets"), {
+        guide.run(project, guide.filled(guide.block(GUIDE, "sh", "sudo install -d -m 700 external-secrets"), {
             "<db password>": db_password, "AKIA...": managed.env["S3_ACCESS_KEY"],
             "<secret access key>": managed.env["S3_SECRET_KEY"]}))
         settings = guide.filled(guide.block(GUIDE, "sh", "EXTERNAL_DATABASE_URI="), {
@@ -107,7 +103,7 @@ def deployment(managed: ManagedServices, tmp_path_factory) -> Iterator[ComposePr
             "acme-db.abc123.eu-west-1.rds.amazonaws.com:5432": f"{managed.host}:{managed.pg_port}"})
         # The guide's line for any S3 store other than AWS.
         project.env_file.write_text(settings + f"EXTERNAL_S3_ENDPOINT_URL=http://{managed.host}:{managed.s3_port}\n")
-        run_block(project, guide.filled(guide.block(GUIDE, "sh", "make team-ca"), {
+        guide.run(project, guide.filled(guide.block(GUIDE, "sh", "make team-ca"), {
             "/home/alice/.config/goose-mlflow/ca.crt": str(project.directory / "users" / "ca.crt")}))
         yield project
     finally:
@@ -127,7 +123,7 @@ def test_the_bundled_postgres_and_minio_are_never_created(deployment):
 
 def test_the_services_that_ran_are_the_ones_the_guide_shows(deployment):
     command = "docker compose ps --all --format '{{.Service}} {{.State}}'"
-    shown = run_block(deployment, command).stdout.splitlines()
+    shown = guide.run(deployment, command).stdout.splitlines()
     assert shown == guide.console(GUIDE, command)
 
 
@@ -156,7 +152,7 @@ def test_a_rotated_database_password_works_after_the_guides_restart(managed, dep
     managed.psql(f"ALTER ROLE goose_mlflow PASSWORD '{new_password}'", user=ADMIN)
     # MLflow's pooled connections would hide a stale password: end them, as a failover does.
     managed.psql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = 'goose_mlflow'")
-    run_block(deployment, guide.filled(guide.block(GUIDE, "sh", "<new db password>"),
+    guide.run(deployment, guide.filled(guide.block(GUIDE, "sh", "<new db password>"),
                                                {"<new db password>": new_password}))
     env_file = deployment.directory / "users" / "alice.env"
     trace_id = source_and_emit(env_file, f"rotated-{uuid.uuid4().hex[:6]}")

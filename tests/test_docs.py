@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
+import envfile
+import stack_config as cfg
 from harness import guide
 
 
@@ -13,3 +17,18 @@ def test_the_team_guides_first_steps_are_the_readmes_which_the_team_suite_runs()
     marker = 'echo "MLFLOW_PUBLIC_URL='
     assert without_comments(guide.block("docs/team.md", "sh", marker)) == without_comments(
         guide.block("README.md", "sh", marker))
+
+
+def test_the_readmes_env_file_is_what_the_bootstrap_writes():
+    written = envfile.merge("", cfg.goose_env("http://localhost:5000", "1"))
+    assert guide.block("README.md", "sh", "export OTEL_EXPORTER_OTLP_ENDPOINT=") == written
+
+
+def test_the_team_guides_env_file_is_what_make_user_writes_but_for_the_secrets():
+    ca = "/home/alice/.config/goose-mlflow/ca.crt"
+    written = envfile.merge("", cfg.goose_env("https://mlflow.internal.example", "1", auth=("alice", "pw"),
+                                              ca_file=ca)).splitlines()[1:]
+    shown = guide.block("docs/team.md", "sh", "export MLFLOW_TRACKING_USERNAME=alice").splitlines()
+    elided = [re.sub(r"(Basic%20YWxpY2U6)\S*", r"\1...", re.sub(r"(PASSWORD=)\S+", r"\1...", line))
+              for line in written]
+    assert shown == elided

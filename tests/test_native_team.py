@@ -209,19 +209,19 @@ def test_rerun_of_make_user_repairs_a_changed_grant(team_stack, tmp_path):
     assert user_file(team_stack, tmp_path, "judy").returncode == 0
     values = env_values(tmp_path / "users" / "judy.env")
     client = admin(team_stack)
-    client.revoke_experiment("judy", experiment_id(team_stack))
-    client.grant_experiment("judy", experiment_id(team_stack), "READ")
+    client.revoke("judy", "experiment", experiment_id(team_stack))
+    client.grant("judy", "experiment", experiment_id(team_stack), "READ")
     headers = {"x-mlflow-experiment-id": experiment_id(team_stack),
                "Authorization": cfg.basic_auth("judy", values["MLFLOW_TRACKING_PASSWORD"])}
     assert send(team_stack, headers) == 403
     assert user_file(team_stack, tmp_path, "judy").returncode == 0
-    assert client.experiment_permission("judy", experiment_id(team_stack)) == "EDIT"
+    assert client.permission("judy", "experiment", experiment_id(team_stack)) == "EDIT"
     assert send(team_stack, headers) == 200
 
 
 def test_granting_to_a_missing_user_is_an_error_not_ignored(team_stack):
     with pytest.raises(MlflowApiError) as missing:
-        admin(team_stack).grant_experiment(f"nobody-{uuid.uuid4().hex[:6]}", experiment_id(team_stack), "EDIT")
+        admin(team_stack).grant(f"nobody-{uuid.uuid4().hex[:6]}", "experiment", experiment_id(team_stack), "EDIT")
     assert missing.value.status == 404
 
 
@@ -271,3 +271,94 @@ def test_make_user_refuses_an_experiment_a_teammate_manages(team_stack, alice, t
     assert (f"experiment {decoy!r} (id {experiment}) is managed by alice, not by the stack"
             in refused.stderr)
     assert not (tmp_path / "users" / "kate.env").exists() and admin(team_stack).get_user("kate") is None
+
+
+# Prompts: what make user grants (docs/evaluation.md).
+
+def register_prompt(team, values: dict[str, str], name: str, template: str) -> tuple[int, str]:
+    """POST the registry call mlflow.genai.register_prompt makes first; (status, reply)."""
+    client = as_user(team, values)
+    try:
+        client.request("POST", "/api/2.0/mlflow/registered-models/create", {
+            "name": name, "tags": [{"key": "mlflow.prompt.is_prompt", "value": "true"}]})
+    except MlflowApiError as exc:
+        return exc.status, str(exc)
+    client.request("POST", "/api/2.0/mlflow/model-versions/create", {
+        "name": name, "source": "prompt-template", "tags": [
+            {"key": "mlflow.prompt.is_prompt", "value": "true"}, {"key": "mlflow.prompt.text", "value": template}]})
+    return 200, ""
+
+
+def prompt_template(team, values: dict[str, str], name: str) -> tuple[int, str]:
+    try:
+        reply = as_user(team, values).request("GET", "/api/2.0/mlflow/model-versions/get",
+                                              query={"name": name, "version": "1"})
+    except MlflowApiError as exc:
+        return exc.status, ""
+    tags = {tag["key"]: tag["value"] for tag in reply["model_version"].get("tags", [])}
+    return 200, tags["mlflow.prompt.text"]
+
+
+@pytest.fixture(scope="module")
+def people(team_stack, tmp_path_factory):
+    """kim and lee with make user's default grants, ci with PROMPTS=off."""
+    directory = tmp_path_factory.mktemp("prompts")
+    for name, extra in (("kim", ()), ("lee", ()), ("ci", ("--prompts", "off"))):
+        result = user_file(team_stack, directory, name, *extra)
+        assert result.returncode == 0, result.stderr
+    return {name: env_values(directory / "users" / f"{name}.env") for name in ("kim", "lee", "ci")}
+
+
+def test_an_account_registers_a_prompt_and_a_teammate_loads_it(team_stack, people):
+    name = f"summarise-{uuid.uuid4().hex[:6]}"
+    assert register_prompt(team_stack, people["kim"], name, "Summarise {{diff}}")[0] == 200
+    assert prompt_template(team_stack, people["lee"], name) == (200, "Summarise {{diff}}")
+
+
+def test_a_teammate_cannot_add_a_version_to_anothers_prompt(team_stack, people):
+    name = f"review-{uuid.uuid4().hex[:6]}"
+    assert register_prompt(team_stack, people["kim"], name, "Review {{diff}}")[0] == 200
+    with pytest.raises(MlflowApiError) as refused:
+        as_user(team_stack, people["lee"]).request("POST", "/api/2.0/mlflow/model-versions/create", {
+            "name": name, "source": "prompt-template", "tags": [
+                {"key": "mlflow.prompt.is_prompt", "value": "true"}, {"key": "mlflow.prompt.text", "value": "pwned"}]})
+    assert refused.value.status == 403
+    assert prompt_template(team_stack, people["kim"], name) == (200, "Review {{diff}}")
+
+
+def test_an_account_made_with_prompts_off_cannot_register_a_prompt(team_stack, people):
+    name = f"ci-{uuid.uuid4().hex[:6]}"
+    status, _ = register_prompt(team_stack, people["ci"], name, "x")
+    assert status == 403
+    assert admin(team_stack).request("GET", "/api/2.0/mlflow/registered-models/search",
+                                     query={"filter": f"name = '{name}'"}).get("registered_models") is None
+
+
+def test_an_account_made_with_prompts_off_cannot_read_the_teams_prompts(team_stack, people):
+    name = f"shared-{uuid.uuid4().hex[:6]}"
+    assert register_prompt(team_stack, people["kim"], name, "Shared {{x}}")[0] == 200
+    assert prompt_template(team_stack, people["ci"], name)[0] == 403
+
+
+def test_an_account_made_with_prompts_off_still_sends_traces(team_stack, people):
+    headers = {"x-mlflow-experiment-id": experiment_id(team_stack),
+               "Authorization": cfg.basic_auth("ci", people["ci"]["MLFLOW_TRACKING_PASSWORD"])}
+    assert send(team_stack, headers) == 200
+
+
+def test_rerunning_make_user_with_prompts_on_gives_them_back(team_stack, tmp_path):
+    assert user_file(team_stack, tmp_path, "moe", "--prompts", "off").returncode == 0
+    result = user_file(team_stack, tmp_path, "moe")
+    assert result.returncode == 0 and "register prompts and read the team's" in result.stdout
+    values = env_values(tmp_path / "users" / "moe.env")
+    assert register_prompt(team_stack, values, f"moe-{uuid.uuid4().hex[:6]}", "x")[0] == 200
+
+
+def test_make_user_says_when_an_account_has_no_prompts(team_stack, tmp_path):
+    result = user_file(team_stack, tmp_path, "nat", "--prompts", "off")
+    assert result.returncode == 0 and "(created; may write to goose-traces only, no prompts)" in result.stdout
+
+
+def test_prompts_without_user_is_a_usage_error(team_stack):
+    result = team_stack.run_job("bootstrap", "--prompts", "off")
+    assert result.returncode == 2 and "--prompts goes with --user" in result.stderr

@@ -148,7 +148,7 @@ def test_client_headers_read_the_process_environment_by_default(monkeypatch):
 
 # goose_env: the settings written into goose's env file.
 
-def test_goose_env_without_auth_holds_only_the_otel_settings():
+def test_goose_env_without_auth_holds_the_otel_settings_and_mlflows_client():
     assert cfg.goose_env("http://localhost:5000", "7") == {
         "OTEL_EXPORTER_OTLP_ENDPOINT": "http://localhost:5000",
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://localhost:5000/v1/traces",
@@ -161,6 +161,10 @@ def test_goose_env_without_auth_holds_only_the_otel_settings():
         "OTEL_METRICS_EXPORTER": "none",
         "OTEL_LOGS_EXPORTER": "none",
         "OTEL_SERVICE_NAME": "goose",
+        "MLFLOW_TRACKING_URI": "http://localhost:5000",
+        "MLFLOW_EXPERIMENT_ID": "7",
+        "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "false",
+        "MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD": "false",
     }
 
 
@@ -183,9 +187,15 @@ def test_goose_env_with_auth_gives_mlflows_client_the_same_account():
         "MLFLOW_TRACKING_PASSWORD": "pw"}
 
 
-def test_goose_env_without_auth_sets_no_mlflow_client_settings():
+def test_goose_env_without_auth_sets_no_credentials():
     env = cfg.goose_env("http://localhost:5000", "3", ca_file="/ca.crt")
-    assert not [key for key in env if key.startswith("MLFLOW_TRACKING_U") or key == "MLFLOW_TRACKING_PASSWORD"]
+    assert "MLFLOW_TRACKING_USERNAME" not in env and "MLFLOW_TRACKING_PASSWORD" not in env
+
+
+@pytest.mark.parametrize("auth", [None, ("alice", "pw")])
+def test_goose_env_makes_goose_traces_mlflows_active_experiment(auth):
+    env = cfg.goose_env("https://h.example", "3", auth=auth)
+    assert (env["MLFLOW_TRACKING_URI"], env["MLFLOW_EXPERIMENT_ID"]) == ("https://h.example", "3")
 
 
 def test_goose_env_with_a_ca_file_points_both_clients_at_it():

@@ -33,9 +33,10 @@ def run_sourced(env_file: Path, *command: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=clean_env, timeout=300)
 
 
-def source_and_emit(env_file: Path, session_id: str) -> str:
-    """Source the env file in bash, then export a session with the stock SDK; returns the MLflow trace id."""
-    result = run_sourced(env_file, sys.executable, str(EMITTER), session_id)
+def source_and_emit(env_file: Path, session_id: str, failed_tool: bool = False) -> str:
+    """Source the env file in bash, then export a session with the stock SDK (its tool call failed, with
+    `failed_tool`); returns the MLflow trace id."""
+    result = run_sourced(env_file, sys.executable, str(EMITTER), session_id, *(["--failed-tool"] if failed_tool else []))
     assert result.returncode == 0, result.stderr
     return "tr-" + result.stdout.strip()
 

@@ -8,9 +8,14 @@ rewritten page fails the test instead of silently running less) and runs it.
 from __future__ import annotations
 
 import re
+import subprocess
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from harness.compose_file import REPO
+
+if TYPE_CHECKING:
+    from harness.project import ComposeProject
 
 FENCE = re.compile(r"^ *```(\w*)\n(.*?)^ *```", re.MULTILINE | re.DOTALL)
 
@@ -39,3 +44,13 @@ def console(page: str, command: str) -> list[str]:
     start = lines.index(f"$ {command}") + 1
     end = next((i for i in range(start, len(lines)) if lines[i].startswith("$ ")), len(lines))
     return lines[start:end]
+
+
+def run(project: "ComposeProject", text: str, check: bool = True,
+        env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
+    """A documented block in the project's directory, by bash as the reader's shell runs it (stops at the first
+    failing command); `env` adds to the project's settings."""
+    if env:
+        return project.run("env", *(f"{key}={value}" for key, value in env.items()),
+                           "bash", "-euo", "pipefail", "-c", text, check=check)
+    return project.run("bash", "-euo", "pipefail", "-c", text, check=check)

@@ -1,6 +1,6 @@
 """Export one goose-shaped session with the stock OpenTelemetry SDK, configured only by the environment.
 
-Run as `bash -c 'source .env && python tests/otel_emit.py SESSION_ID'`: the
+Run as `bash -c 'source .env && python tests/otel_emit.py SESSION_ID [--failed-tool]'`: the
 exporter gets no argument, so endpoint, headers and service name come from the
 OTEL_* variables exactly as any OTel SDK (and goose) reads them. Prints the
 trace id (hex) on stdout; exits 1 if the export did not succeed.
@@ -30,7 +30,7 @@ class RecordingExporter(OTLPSpanExporter):
         return result
 
 
-def main(session_id: str) -> int:
+def main(session_id: str, failed_tool: bool = False) -> int:
     provider = TracerProvider(resource=Resource.create())
     provider.add_span_processor(SimpleSpanProcessor(RecordingExporter()))
     tracer = provider.get_tracer("goose")
@@ -45,7 +45,7 @@ def main(session_id: str) -> int:
             pass
         with tracer.start_as_current_span("execute_tool developer__shell", attributes={
                 "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "developer__shell",
-                "gen_ai.tool.call.id": "call_1"}):
+                "gen_ai.tool.call.id": "call_1", **({"error.type": "tool_error"} if failed_tool else {})}):
             pass
         trace_id = root.get_span_context().trace_id
     provider.shutdown()
@@ -54,4 +54,4 @@ def main(session_id: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(sys.argv[1], failed_tool="--failed-tool" in sys.argv[2:]))

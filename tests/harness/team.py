@@ -39,7 +39,7 @@ class TeamDeployment(ComposeProject):
         assert people[0] == "alice"
         block = guide.filled(guide.block("README.md", "sh", 'echo "MLFLOW_PUBLIC_URL='), {
             "https://mlflow.internal.example": self.url, "/home/alice/.config/goose-mlflow/ca.crt": self.ca})
-        self.up_output = self.run("bash", "-euo", "pipefail", "-c", block).stdout
+        self.up_output = guide.run(self, block).stdout
         self.user_output = {"alice": self.up_output}
         self.user_output.update({name: self.run("make", "user", f"NAME={name}", f"CA_FILE={self.ca}").stdout
                                  for name in people[1:]})

@@ -1,0 +1,238 @@
+"""docs/evaluation.md as it is run: goose replies scored and prompts managed through the stack, local and team.
+
+The page's blocks run as written (placeholders filled) with MLflow's own
+client, the `python` of a virtual environment holding the server's MLflow
+version, against goose-shaped replies sent by OTLP; the LLM judge calls the
+OpenAI-compatible stand-in of harness/llm_provider.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness import guide
+from harness.commands import experiment_id_in, run_sourced, source_and_emit
+from harness.llm_provider import JUDGEMENT, LlmProvider
+from harness.project import ComposeProject
+from mlflow_api import MlflowApiError
+
+pytestmark = pytest.mark.docker
+
+PAGE = "docs/evaluation.md"
+OUTPUTS = guide.REPO / "build" / "evaluation"
+SCORERS = ("tool_calls", "tool_errors", "tokens", "latency_seconds", "did_what_was_asked")
+# The emitter's reply: one chat span of 321 + 45 tokens, one tool call.
+TOKENS = 366
+
+
+@pytest.fixture(scope="module")
+def provider() -> Iterator[LlmProvider]:
+    server = LlmProvider()
+    yield server
+    server.close()
+
+
+def kept(name: str, result):
+    """The block's output, kept as a test artifact beside the screenshots (docs/evaluation.md quotes them)."""
+    OUTPUTS.mkdir(parents=True, exist_ok=True)
+    (OUTPUTS / f"{name}.txt").write_text(f"{result.stdout}\n--- stderr ---\n{result.stderr}")
+    return result
+
+
+def reader_env() -> dict[str, str]:
+    """The reader's shell: `python` is a virtual environment's with the server's MLflow (this one's)."""
+    return {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+
+
+def evaluate(project: ComposeProject, env_file: str, provider: LlmProvider, key: str | None = None,
+             check: bool = True):
+    """The page's evaluation block, as `env_file`'s owner, judged by `provider` (with `key`, else its own)."""
+    block = guide.filled(guide.block(PAGE, "sh", "examples/evaluate_goose.py --last"), {
+        "source .env": f"source {env_file}", "https://api.openai.com/v1": provider.url,
+        "sk-your-key": key or provider.api_key, "--last 20": "--last 3"})
+    return guide.run(project, block, check=check, env=reader_env())
+
+
+def prompts(project: ComposeProject, env_file: str, check: bool = True):
+    block = guide.filled(guide.block(PAGE, "sh", "register_prompt"), {"source .env": f"source {env_file}"})
+    return guide.run(project, block, check=check, env=reader_env())
+
+
+def send_replies(env_file: Path) -> dict[str, bool]:
+    """Three goose replies, the last one's tool call failed: trace id -> failed."""
+    failed = [False, False, True]
+    return {source_and_emit(env_file, f"eval-{uuid.uuid4().hex[:8]}", failed_tool=flag): flag for flag in failed}
+
+
+def scored_lines(stdout: str) -> dict[str, list[str]]:
+    return {line.split()[0]: line.split()[1:] for line in stdout.splitlines() if line.startswith("tr-")}
+
+
+def run_id_of(stdout: str) -> str:
+    return next(line.split()[2].rstrip(":") for line in stdout.splitlines() if line.startswith("Evaluation run "))
+
+
+def assessments(client, trace_id: str) -> dict[str, object]:
+    info = client.get_trace(trace_id)["trace_info"]
+    return {item["assessment_name"]: json.loads(json.dumps(item["feedback"]["value"]))
+            for item in info.get("assessments", []) if "feedback" in item}
+
+
+def prompt_templates(client, name: str = "goose-review") -> list[str]:
+    """The template of each version of the prompt, oldest first."""
+    templates = []
+    while True:
+        try:
+            reply = client.request("GET", "/api/2.0/mlflow/model-versions/get",
+                                   query={"name": name, "version": str(len(templates) + 1)})
+        except MlflowApiError as exc:
+            assert exc.status == 404, exc
+            return templates
+        tags = {tag["key"]: tag["value"] for tag in reply["model_version"].get("tags", [])}
+        templates.append(tags["mlflow.prompt.text"])
+
+
+# Local mode ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def local_run(local_stack, provider):
+    replies = send_replies(local_stack.env_file)
+    asked_before = len(provider.requests)
+    result = kept("local-evaluate", evaluate(local_stack, ".env", provider))
+    return replies, result, len(provider.requests) - asked_before
+
+
+def test_local_the_evaluation_scores_each_reply_on_stdout(local_run):
+    replies, result, _ = local_run
+    lines = scored_lines(result.stdout)
+    assert set(lines) == set(replies)
+    for trace_id, failed in replies.items():
+        tool_calls, tool_errors, tokens, _, judged = lines[trace_id]
+        assert (tool_calls, tool_errors, tokens, judged) == ("1", "1" if failed else "0", str(TOKENS), "yes")
+
+
+def test_local_the_judge_called_the_named_endpoint_once_per_reply(local_run):
+    assert local_run[2] == 3
+
+
+def test_local_the_evaluation_run_is_in_goose_traces_with_each_scorers_mean(local_stack, local_run):
+    run = local_stack.client().request("GET", "/api/2.0/mlflow/runs/get", query={"run_id": run_id_of(local_run[1].stdout)})
+    assert run["run"]["info"]["experiment_id"] == experiment_id_in(local_stack.env_file)
+    metrics = {item["key"]: item["value"] for item in run["run"]["data"].get("metrics", [])}
+    assert metrics["tool_errors/mean"] == pytest.approx(1 / 3) and metrics["tokens/mean"] == TOKENS
+
+
+def test_local_each_reply_carries_every_scorers_assessment(local_stack, local_run):
+    replies = local_run[0]
+    for trace_id, failed in replies.items():
+        found = assessments(local_stack.client(), trace_id)
+        assert set(SCORERS) <= set(found), found
+        assert found["tool_errors"] == (1 if failed else 0) and found["did_what_was_asked"] == JUDGEMENT["result"]
+
+
+def test_local_the_score_table_is_the_runs_artifact_in_the_bucket(local_stack, local_run):
+    run_id = run_id_of(local_run[1].stdout)
+    keys = [key for key in local_stack.artifact_digests() if key.endswith(f"/{run_id}/artifacts/goose_scores.json")]
+    assert keys == [f"{experiment_id_in(local_stack.env_file)}/{run_id}/artifacts/goose_scores.json"]
+
+
+def test_local_a_refused_judge_key_is_named_and_fails_the_command(local_stack, provider):
+    send_replies(local_stack.env_file)
+    result = evaluate(local_stack, ".env", provider, key="sk-revoked", check=False)
+    line = result.stderr.splitlines()[-1]
+    assert result.returncode == 1
+    assert line == ("evaluate_goose: did_what_was_asked failed on 3 of 3 replies: Failed to invoke judge model: "
+                    "Incorrect API key provided")
+    assert line in (guide.REPO / PAGE).read_text()
+
+
+def test_local_the_prompt_block_registers_two_versions_and_loads_the_aliased_one(local_stack):
+    result = kept("local-prompts", prompts(local_stack, ".env"))
+    assert result.stdout.splitlines() == ["Review this diff for bugs only: + x = 1"]
+    assert prompt_templates(local_stack.client()) == ["Review this diff: {{diff}}",
+                                                      "Review this diff for bugs only: {{diff}}"]
+
+
+# Team mode: a person's env file, through the proxy ---------------------------
+
+@pytest.fixture(scope="module")
+def team_run(team_deployment, provider):
+    replies = send_replies(team_deployment.person_env_file("alice"))
+    result = kept("team-evaluate", evaluate(team_deployment, "users/alice.env", provider))
+    return replies, result
+
+
+def test_team_a_person_scores_the_replies_with_their_env_file_alone(team_run):
+    replies, result = team_run
+    lines = scored_lines(result.stdout)
+    assert set(lines) == set(replies)
+    assert {tuple(lines[trace_id][:3]) for trace_id in replies} == {("1", "0", str(TOKENS)), ("1", "1", str(TOKENS))}
+
+
+def test_team_the_evaluation_run_belongs_to_the_person_in_goose_traces(team_deployment, team_run):
+    run = team_deployment.client("admin").request("GET", "/api/2.0/mlflow/runs/get",
+                                                  query={"run_id": run_id_of(team_run[1].stdout)})["run"]
+    assert run["info"]["user_id"] == "alice"
+    assert run["info"]["experiment_id"] == experiment_id_in(team_deployment.person_env_file("alice"))
+
+
+def test_team_each_reply_carries_the_assessments_and_the_table_is_in_the_bucket(team_deployment, team_run):
+    replies, result = team_run
+    for trace_id in replies:
+        assert set(SCORERS) <= set(assessments(team_deployment.client("alice"), trace_id))
+    run_id = run_id_of(result.stdout)
+    assert [key for key in team_deployment.artifact_digests() if key.endswith(f"/{run_id}/artifacts/goose_scores.json")]
+
+
+def test_team_a_teammate_evaluates_anothers_replies(team_deployment, provider, team_run):
+    """The experiment model: scores are the team's shared record (docs/evaluation.md)."""
+    result = evaluate(team_deployment, "users/bob.env", provider)
+    assert set(team_run[0]) <= set(scored_lines(result.stdout))
+
+
+@pytest.fixture(scope="module")
+def alices_prompt(team_deployment):
+    return prompts(team_deployment, "users/alice.env")
+
+
+def test_team_the_prompt_block_works_with_a_persons_env_file(alices_prompt):
+    assert alices_prompt.stdout.splitlines() == ["Review this diff for bugs only: + x = 1"]
+
+
+def test_team_a_teammate_loads_anothers_prompt_by_its_alias(team_deployment, alices_prompt):
+    result = run_sourced(team_deployment.person_env_file("bob"), sys.executable, "-c",
+                         "import mlflow; print(mlflow.genai.load_prompt('prompts:/goose-review@production').template)")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines()[-1] == "Review this diff for bugs only: {{diff}}"
+
+
+def test_team_a_teammate_cannot_add_a_version_to_anothers_prompt(team_deployment, alices_prompt):
+    result = prompts(team_deployment, "users/bob.env", check=False)
+    assert result.returncode == 1 and result.stderr.splitlines()[-1].endswith(
+        "/api/2.0/mlflow/model-versions/create failed with error code 403 != 200. Response body: 'Permission denied'")
+    assert len(prompt_templates(team_deployment.client("admin"))) == 2
+
+
+@pytest.fixture(scope="module")
+def ci_account(team_deployment) -> str:
+    team_deployment.run("make", "user", "NAME=ci", "PROMPTS=off", f"CA_FILE={team_deployment.ca}")
+    return "users/ci.env"
+
+
+def test_team_an_account_made_with_prompts_off_is_refused_the_registry(team_deployment, ci_account):
+    result = kept("team-prompts-off", prompts(team_deployment, ci_account, check=False))
+    refused = result.stderr.splitlines()[-1]
+    assert result.returncode == 1 and "403" in refused, result.stderr[-2000:]
+    assert refused in (guide.REPO / PAGE).read_text()
+
+
+def test_team_an_account_made_with_prompts_off_still_sends_goose_traces(team_deployment, ci_account):
+    trace_id = source_and_emit(team_deployment.directory / ci_account, f"ci-{uuid.uuid4().hex[:6]}")
+    assert team_deployment.client("admin").get_trace(trace_id)["trace_info"]["trace_id"] == trace_id
