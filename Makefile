@@ -34,7 +34,7 @@ HOST_STAMP := $(HOST_VENV)/.installed-requirements
 # The tools that measure the stack import its commands and the tests' harness.
 TOOLS := PYTHONPATH=scripts:tests:bench $(VENV)/bin/python
 
-.PHONY: help up down logs team-up team-down user remove-user team-ca prune backup restore status doctor verify test mutation bench profile lock-image offline-images clean
+.PHONY: help up down logs team-up team-down user remove-user gateway-endpoint team-ca prune backup restore status doctor verify test mutation bench profile lock-image offline-images clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -81,6 +81,12 @@ user: ## Team mode: create or keep an account, write users/NAME.env (NAME=alice 
 remove-user: ## Team mode: delete an account and users/NAME.env (NAME=alice)
 	@test -n "$(NAME)" || { echo "make remove-user: say whose account: make remove-user NAME=alice" >&2; exit 2; }
 	@$(TEAM_COMPOSE) run --rm --no-deps bootstrap $(BOOTSTRAP) --remove-user "$(NAME)"
+
+gateway-endpoint: ## Give judges a model: a provider key (from stdin) behind gateway:/NAME (NAME=judge MODEL=openai:/gpt-4o-mini [API_BASE=url])
+	@test -n "$(NAME)" && test -n "$(MODEL)" || { echo "make gateway-endpoint: say which: make gateway-endpoint NAME=judge MODEL=openai:/gpt-4o-mini" >&2; exit 2; }
+	@# In the running stack's mode (team: as the admin, inside the network); the key never is an argument.
+	@$(STACK_COMPOSE) run --rm --no-deps bootstrap python3 /opt/stack/scripts/gateway.py \
+		--tracking-uri http://mlflow:5000 --endpoint "$(NAME)" --model "$(MODEL)" $(if $(API_BASE),--api-base "$(API_BASE)")
 
 team-ca: ## Team mode, local CA: copy the CA certificate to users/ca.crt for teammates
 	@mkdir -p -m 700 users

@@ -50,8 +50,8 @@ VARIANTS: dict[str, tuple[str, Callable[[dict], dict]]] = {
     "workers-4": ("4 workers (MLflow's default) instead of 2",
                   lambda mlflow: {"command": [re.sub(r"^--workers=\d+$", "--workers=4", arg)
                                               for arg in mlflow["command"]]}),
-    "jobs-on": ("job runner on (MLflow's default)",
-                lambda mlflow: {"environment": {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true"}}),
+    "evaluation-on": ("EVALUATION=on: MLflow's job runner for online judges (executor engine, one worker per job)",
+                      lambda mlflow: {"environment": {"EVALUATION": "on"}}),
     "metrics-off": ("no Prometheus metrics (MLflow's default; the stack exposes them inside the network)",
                     lambda mlflow: {"command": [arg for arg in mlflow["command"]
                                                 if not arg.startswith("--expose-prometheus")]}),

@@ -2,7 +2,8 @@
 # Entry point of the MLflow image (server and the stack's one-shot jobs).
 # MLflow, libpq and boto3 cannot read secrets from files, so this turns the
 # *_FILE variables into the variables they read, derives the Host allow-list
-# and CORS origin from MLFLOW_PUBLIC_URL, and execs the command.
+# and CORS origin from MLFLOW_PUBLIC_URL and the job runner from EVALUATION,
+# and execs the command.
 set -eu
 
 OPTIONAL_SETTINGS="MLFLOW_S3_ENDPOINT_URL MLFLOW_AUTH_DATABASE_URI"
@@ -101,6 +102,36 @@ write_auth_config() {
 	export MLFLOW_AUTH_CONFIG_PATH="$config"
 }
 
+# EVALUATION=on (docs/evaluation.md) runs MLflow's job runner, which online
+# judges need: its executor engine (one runner process beside the periodic
+# scheduler, where the default engine starts one consumer per job type), one
+# worker per job type. Off, the server runs no background process.
+configure_evaluation() {
+	case ${EVALUATION:-off} in
+		off) export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false ;;
+		on)
+			export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true
+			export MLFLOW_SERVER_JOB_EXECUTION_ENGINE=executor
+			export MLFLOW_SERVER_ONLINE_SCORING_MAX_WORKERS="${MLFLOW_SERVER_ONLINE_SCORING_MAX_WORKERS:-1}"
+			export MLFLOW_SERVER_JUDGE_INVOKE_MAX_WORKERS="${MLFLOW_SERVER_JUDGE_INVOKE_MAX_WORKERS:-1}"
+			# Judges call their gateway model through the server itself; MLflow
+			# would use --host (0.0.0.0), a Host the allow-list refuses.
+			export MLFLOW_GATEWAY_URI="${MLFLOW_GATEWAY_URI:-http://127.0.0.1:5000}"
+			;;
+		*) error "EVALUATION=$EVALUATION: use on or off (docs/evaluation.md)" ;;
+	esac
+}
+
+# With accounts on, MLflow 3.17.2's online scoring job calls a judge's gateway
+# model with the server's own client credentials (it passes no user, and
+# unauthenticated calls get 401), so give it the admin's, which this container
+# holds anyway to create the admin account.
+give_judges_an_account() {
+	[ "${EVALUATION:-off}" = on ] && [ -n "${MLFLOW_AUTH_CONFIG_PATH:-}" ] || return 0
+	export MLFLOW_TRACKING_USERNAME="${MLFLOW_AUTH_ADMIN_USERNAME:-admin}"
+	export MLFLOW_TRACKING_PASSWORD="${MLFLOW_AUTH_ADMIN_PASSWORD:?team mode with EVALUATION=on needs the admin password}"
+}
+
 is_server() {
 	[ "${1:-}" = mlflow ] && [ "${2:-}" = server ]
 }
@@ -128,8 +159,10 @@ main() {
 	if is_server "$@"; then
 		derive_allowed_hosts
 		derive_cors_origins
+		configure_evaluation
 		write_auth_config
 		check_auth_required
+		give_judges_an_account
 		# One setting switches accounts on: an auth database means basic-auth.
 		if [ -n "${MLFLOW_AUTH_CONFIG_PATH:-}" ]; then
 			set -- "$@" --app-name=basic-auth

@@ -59,9 +59,13 @@ def grant_exactly(client: MlflowClient, name: str, resource_type: str, resource_
 
 def grant_access(client: MlflowClient, name: str, experiment_id: str, prompts: bool) -> None:
     """What an account may do (docs/evaluation.md): write to goose's experiment (traces, evaluation runs,
-    assessments) and, with `prompts`, register prompts and read every prompt; without, no prompt at all."""
+    assessments, judges) and, with `prompts`, register prompts and read every prompt; without, no prompt at
+    all. Never a provider key: those are the admin's (make gateway-endpoint); USE on the gateway's endpoints,
+    because MLflow runs a person's judge as that person (the proxy refuses calling them directly)."""
     grant_exactly(client, name, "experiment", experiment_id, EXPERIMENT_PERMISSION)
     grant_exactly(client, name, "prompt", "*", PROMPTS_PERMISSION if prompts else "DENY")
+    grant_exactly(client, name, "gateway_secret", "*", "DENY")
+    grant_exactly(client, name, "gateway_endpoint", "*", "USE")
 
 
 def check_managed_by_the_stack(client: MlflowClient, experiment: str, experiment_id: str) -> None:

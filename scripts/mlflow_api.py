@@ -236,6 +236,46 @@ class MlflowClient:
     def revoke(self, name: str, resource_type: str, resource_id: str) -> None:
         self.request("POST", "/api/3.0/mlflow/users/permissions/revoke", {
             "username": name, "resource_type": resource_type, "resource_id": resource_id})
+    # The AI Gateway (provider keys, model definitions, endpoints) -------------
+
+    def gateway_endpoint(self, name: str) -> dict[str, Any] | None:
+        try:
+            return self.request("GET", "/api/3.0/mlflow/gateway/endpoints/get", query={"name": name})["endpoint"]
+        except MlflowApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def gateway_secrets(self) -> list[dict[str, Any]]:
+        """Every stored provider key's name, id, provider and settings (never the key)."""
+        return self.request("GET", "/api/3.0/mlflow/gateway/secrets/list").get("secrets", [])
+
+    def gateway_models(self) -> list[dict[str, Any]]:
+        return self.request("GET", "/api/3.0/mlflow/gateway/model-definitions/list").get("model_definitions", [])
+
+    def create_gateway_secret(self, name: str, provider: str, key: str, auth_config: Mapping[str, str]) -> str:
+        return self.request("POST", "/api/3.0/mlflow/gateway/secrets/create", {
+            "secret_name": name, "secret_value": {"api_key": key}, "provider": provider,
+            "auth_config": dict(auth_config)})["secret"]["secret_id"]
+
+    def update_gateway_secret(self, secret_id: str, key: str, auth_config: Mapping[str, str]) -> None:
+        self.request("POST", "/api/3.0/mlflow/gateway/secrets/update", {
+            "secret_id": secret_id, "secret_value": {"api_key": key}, "auth_config": dict(auth_config)})
+
+    def create_gateway_model(self, name: str, secret_id: str, provider: str, model: str) -> str:
+        return self.request("POST", "/api/3.0/mlflow/gateway/model-definitions/create", {
+            "name": name, "secret_id": secret_id, "provider": provider,
+            "model_name": model})["model_definition"]["model_definition_id"]
+
+    def update_gateway_model(self, model_definition_id: str, secret_id: str, provider: str, model: str) -> None:
+        self.request("POST", "/api/3.0/mlflow/gateway/model-definitions/update", {
+            "model_definition_id": model_definition_id, "secret_id": secret_id, "provider": provider,
+            "model_name": model})
+
+    def create_gateway_endpoint(self, name: str, model_definition_id: str) -> None:
+        self.request("POST", "/api/3.0/mlflow/gateway/endpoints/create", {"name": name, "model_configs": [
+            {"model_definition_id": model_definition_id, "linkage_type": "PRIMARY", "weight": 1}]})
+
 
 def ensure_experiment(client: MlflowClient, name: str) -> tuple[str, str]:
     """The id of the active experiment `name`, creating or restoring it.

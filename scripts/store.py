@@ -49,6 +49,18 @@ def one_line_errors(where: str | None = None) -> Iterator[None]:
         raise StackError(f"{where or 'object store'}: {exc}") from None
 
 
+def started_judges(database: Database) -> list[dict]:
+    """Judges started on an experiment (online scoring with a sampling rate above 0): they score new traces
+    only while MLflow's job runner runs (EVALUATION=on)."""
+    with closing(database.connect()) as connection, connection.cursor() as cursor:
+        if not {"online_scoring_configs", "scorers"} <= existing_tables(connection):
+            return []
+        cursor.execute("SELECT c.experiment_id, s.scorer_name, c.sample_rate FROM online_scoring_configs c "
+                       "JOIN scorers s ON s.scorer_id = c.scorer_id WHERE c.sample_rate > 0 "
+                       "ORDER BY c.experiment_id, s.scorer_name")
+        return [{"experiment": str(row[0]), "name": row[1], "sample_rate": row[2]} for row in cursor.fetchall()]
+
+
 @dataclass(frozen=True)
 class Database:
     """One of MLflow's databases: `kind` is tracking or accounts."""
@@ -212,13 +224,14 @@ def bucket_facts(bucket: Bucket) -> dict:
 
 def facts() -> dict:
     """What `make status` and `make doctor` read of the stores: each database's schema against the image's,
-    traces per (active) experiment, and whether the bucket answers."""
+    traces per (active) experiment, the judges started on them, and whether the bucket answers."""
     found = {}
     for database in databases():
         entry = {"name": database.name, "revision": schema_revision(database), "image_revision": image_head(database)}
         if database.kind == "tracking":
             entry["experiments"] = [{"id": id_, "name": name, "traces": traces, "newest_ms": newest}
                                     for id_, name, traces, newest in traces_per_experiment(database)]
+            entry["started_judges"] = started_judges(database)
         found[database.kind] = entry
     return {"databases": found, "bucket": bucket_facts(artifact_bucket())}
 

@@ -160,7 +160,8 @@ def test_mlflow_serves_artifacts_from_the_bucket_and_sets_workers_and_jobs_on_pu
     assert "--serve-artifacts" in command
     assert SERVICES["mlflow"]["environment"]["MLFLOW_ARTIFACTS_DESTINATION"] == "s3://mlflow-artifacts"
     assert "--workers=2" in command
-    assert SERVICES["mlflow"]["environment"]["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    assert SERVICES["mlflow"]["environment"]["EVALUATION"] == "off"
+    assert "MLFLOW_SERVER_ENABLE_JOB_EXECUTION" not in SERVICES["mlflow"]["environment"]  # the entrypoint's
 
 
 def test_mlflow_health_check_needs_no_curl():

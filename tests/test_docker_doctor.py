@@ -21,7 +21,7 @@ from harness.project import ComposeProject
 
 pytestmark = pytest.mark.docker
 
-CHECKS = ("docker", "services", "port", "host", "bucket", "experiment", "goose")
+CHECKS = ("docker", "services", "port", "host", "bucket", "experiment", "evaluation", "goose")
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_make_doctor_says_no_problems_on_a_healthy_stack(local):
 def test_no_engine_is_one_failure_and_stops_the_checks(local):
     code, failed, lines = doctor(local, DOCKER_HOST="unix:///nonexistent/docker.sock")
     assert code == 1 and failed[0].startswith("FAIL docker     no Docker engine answers (")
-    assert failed[0].endswith("; start Docker") and "6 more checks need this one" in lines[1]
+    assert failed[0].endswith("; start Docker") and "7 more checks need this one" in lines[1]
 
 
 def test_a_stopped_service_is_named_with_the_command_that_starts_it(local):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 from harness import guide
 from harness.commands import experiment_id_in, run_sourced, source_and_emit
 from harness.llm_provider import JUDGEMENT, LlmProvider
-from harness.project import ComposeProject
+from harness.project import ComposeProject, bridge_address
 from mlflow_api import MlflowApiError
 
 pytestmark = pytest.mark.docker
@@ -236,3 +237,138 @@ def test_team_an_account_made_with_prompts_off_is_refused_the_registry(team_depl
 def test_team_an_account_made_with_prompts_off_still_sends_goose_traces(team_deployment, ci_account):
     trace_id = source_and_emit(team_deployment.directory / ci_account, f"ci-{uuid.uuid4().hex[:6]}")
     assert team_deployment.client("admin").get_trace(trace_id)["trace_info"]["trace_id"] == trace_id
+
+
+# Automatic evaluation (EVALUATION=on): judges run by MLflow's job runner -----
+
+JUDGE = "did_what_was_asked"
+
+
+def judge_block(project: ComposeProject, env_file: str, check: bool = True):
+    block = guide.filled(guide.block(PAGE, "sh", "make_judge("), {"source .env": f"source {env_file}"})
+    return guide.run(project, block, check=check, env=reader_env())
+
+
+def gateway_endpoint(project: ComposeProject, key_file: Path, api_base: str | None = None):
+    """The page's `make gateway-endpoint` line, the key in `key_file`; `api_base` for a model on this network."""
+    line = guide.block(PAGE, "sh", "make gateway-endpoint").splitlines()[-1]
+    values = {"~/.config/openai.key": str(key_file)}
+    if api_base:
+        values["MODEL=openai:/gpt-4o-mini"] = f"MODEL=openai:/gpt-4o-mini API_BASE={api_base}"
+    return guide.run(project, guide.filled(line, values))
+
+
+def judged(client, trace_id: str) -> list[object]:
+    info = client.get_trace(trace_id)["trace_info"]
+    return [item["feedback"]["value"] for item in info.get("assessments", [])
+            if item["assessment_name"] == JUDGE and item["source"]["source_type"] == "LLM_JUDGE"]
+
+
+@pytest.fixture(scope="module")
+def local_judge_without_the_switch(local_stack, tmp_path_factory):
+    """A gateway judge started on the local stack, whose EVALUATION is off (the default); stopped after, so the
+    shared stack stays healthy for the doctor suite."""
+    key = tmp_path_factory.mktemp("key") / "openai.key"
+    key.write_text("sk-never-called\n")
+    gateway_endpoint(local_stack, key)
+    judge_block(local_stack, ".env")
+    yield
+    guide.run(local_stack, f"source .env && python -c 'from mlflow.genai.scorers import delete_scorer; "
+                           f"delete_scorer(name=\"{JUDGE}\", version=\"all\")'", env=reader_env())
+
+
+def test_off_a_started_judge_is_named_by_make_doctor_with_the_pages_line(local_stack, local_judge_without_the_switch):
+    result = local_stack.run("make", "doctor", check=False)
+    failed = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
+    assert failed == [line for line in guide.block(PAGE, "console", "FAIL evaluation").splitlines()]
+
+
+def test_off_the_server_runs_no_job_process(local_stack):
+    commands = local_stack.exec("mlflow", "sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '")
+    assert "mlflow.server.jobs" not in commands
+
+
+@pytest.fixture(scope="module")
+def team_with_evaluation(team_deployment, tmp_path_factory):
+    """The page's server block in team mode (make team-up), the provider on this machine's Docker bridge as a
+    model server on the LAN would be, and alice's judge started."""
+    provider = LlmProvider(host=bridge_address())
+    with team_deployment.env_file.open("a") as settings:
+        settings.write("MLFLOW_GATEWAY_API_BASE_ALLOWED_SCHEMES=http,https\n"
+                       "MLFLOW_GATEWAY_API_BASE_ALLOW_PRIVATE_IPS=true\nEVALUATION_DELAY_SECONDS=5\n")
+    switch = guide.block(PAGE, "sh", 'echo "EVALUATION=on"').splitlines()[0]
+    guide.run(team_deployment, guide.filled(switch, {"make up": "make team-up"}))
+    key = tmp_path_factory.mktemp("key") / "openai.key"
+    key.write_text(provider.api_key + "\n")
+    endpoint = gateway_endpoint(team_deployment, key, api_base=provider.url)
+    started = judge_block(team_deployment, "users/alice.env")
+    yield provider, endpoint, started
+    provider.close()
+
+
+def test_on_the_gateway_endpoint_is_made_as_the_page_says(team_with_evaluation):
+    _, endpoint, _ = team_with_evaluation
+    assert endpoint.stdout.splitlines()[0].startswith("Gateway endpoint 'judge' created: openai:/gpt-4o-mini at http://")
+
+
+def test_on_a_judge_started_by_alice_scores_bobs_next_goose_reply_unasked(team_deployment, team_with_evaluation):
+    provider, _, started = team_with_evaluation
+    assert started.stdout.splitlines()[-1] == "did_what_was_asked scores every new goose reply"
+    trace_id = source_and_emit(team_deployment.person_env_file("bob"), f"online-{uuid.uuid4().hex[:6]}")
+    deadline = time.monotonic() + 240  # the scheduler runs every minute; the delay is 5 s here
+    while not judged(team_deployment.client("alice"), trace_id) and time.monotonic() < deadline:
+        time.sleep(5)
+    jobs = [line for line in team_deployment.compose("logs", "mlflow").stdout.splitlines()
+            if "job" in line.lower() or "scor" in line.lower() or "gateway" in line.lower()]
+    assert judged(team_deployment.client("alice"), trace_id) == [JUDGEMENT["result"]], (
+        f"provider asked {len(provider.requests)}, refused {provider.refused}; mlflow's job lines:\n"
+        + "\n".join(jobs[-40:]))
+    assert provider.requests and provider.requests[-1]["model"] == "gpt-4o-mini"
+
+
+def test_on_the_job_runner_is_the_executor_engine_beside_the_scheduler(team_deployment, team_with_evaluation):
+    commands = team_deployment.exec("mlflow", "sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '")
+    assert "mlflow.server.jobs._executor_runner" in commands and "_periodic_tasks_consumer" in commands
+    assert "mlflow.server.jobs._huey_consumer" not in commands
+
+
+def test_on_the_provider_key_is_stored_encrypted_not_in_plain_text(team_deployment, team_with_evaluation):
+    provider, _, _ = team_with_evaluation
+    assert provider.api_key not in team_deployment.sql("SELECT * FROM secrets")
+    assert provider.api_key not in team_deployment.logs()
+
+
+def test_on_a_person_cannot_add_a_provider_key(team_deployment, team_with_evaluation):
+    status, _, reply = team_deployment.request("POST", "/api/3.0/mlflow/gateway/secrets/create", {
+        "Content-Type": "application/json", **team_deployment.auth("bob")}, json.dumps({
+            "secret_name": "bobs", "secret_value": {"api_key": "sk-x"}, "provider": "openai"}).encode())
+    assert (status, reply) == (403, b"refused at the proxy: AI Gateway keys and endpoints are managed on the "
+                                    b"server (docs/evaluation.md)")
+
+
+def test_on_a_person_cannot_read_the_provider_keys_even_inside_the_network(team_deployment, team_with_evaluation):
+    """Behind the proxy too: make user's DENY on every gateway key."""
+    script = ("import json, os, sys; sys.path.insert(0, 'scripts'); import stack_config as cfg; "
+              "from mlflow_api import MlflowClient, MlflowApiError\n"
+              "try:\n    secrets = MlflowClient('http://127.0.0.1:5000', headers={'Authorization': "
+              f"cfg.basic_auth('bob', {team_deployment.password('bob')!r})}}).gateway_secrets()\n"
+              "    print([secret['secret_name'] for secret in secrets])\n"
+              "except MlflowApiError as exc:\n    print(exc.status)")
+    assert team_deployment.exec("mlflow", "python3", "-c", script).strip() in ("403", "[]")
+
+
+def test_on_a_person_cannot_call_the_gateway_model_with_the_teams_key(team_deployment, team_with_evaluation):
+    provider, _, _ = team_with_evaluation
+    asked = len(provider.requests)
+    status, _, reply = team_deployment.request("POST", "/gateway/judge/mlflow/invocations", {
+        "Content-Type": "application/json", **team_deployment.auth("alice")},
+        json.dumps({"messages": [{"role": "user", "content": "free tokens?"}]}).encode())
+    assert (status, reply) == (403, b"refused at the proxy: the AI Gateway is called by the server for judges "
+                                    b"(docs/evaluation.md)")
+    assert len(provider.requests) == asked
+
+
+def test_on_the_gateway_endpoints_stay_listed_for_the_ui(team_deployment, team_with_evaluation):
+    status, _, reply = team_deployment.request("GET", "/ajax-api/3.0/mlflow/gateway/endpoints/list",
+                                               team_deployment.auth("bob"))
+    assert status == 200

@@ -17,14 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
-import docker
 import pytest
 
 from harness import guide
 from harness.commands import populate, source_and_emit
 from harness.compose_file import load_compose
 from harness.native import free_port
-from harness.project import ComposeProject, clean_copy, require_engine
+from harness.project import ComposeProject, bridge_address, clean_copy, require_engine
 
 pytestmark = pytest.mark.docker
 
@@ -68,7 +67,7 @@ class ManagedServices:
 def managed() -> Iterator[ManagedServices]:
     require_engine()
     stack = load_compose({"MLFLOW_PUBLIC_URL": "https://localhost"})["services"]
-    host = docker.from_env().networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+    host = bridge_address()
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "EXTERNAL_BIND": host,
            "POSTGRES_IMAGE": stack["postgres"]["image"], "MINIO_IMAGE": stack["minio"]["image"],
            "SUPERUSER_PASSWORD": secrets.token_hex(16), "ADMIN_PASSWORD": secrets.token_hex(16),

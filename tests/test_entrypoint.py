@@ -222,3 +222,60 @@ def test_every_secret_variable_is_read_from_its_file(tmp_path, name):
 def test_service_name_can_be_overridden_in_the_host_list():
     hosts = allowed_hosts({"MLFLOW_SERVICE_NAME": "tracking"})
     assert hosts[-2:] == ["tracking", "tracking:*"] and "mlflow" not in hosts
+
+
+# EVALUATION: MLflow's job runner for online judges (docs/evaluation.md).
+
+@pytest.mark.parametrize("value", [None, "off"])
+def test_evaluation_off_runs_no_job_runner(value):
+    env = exported(run_entrypoint({"EVALUATION": value} if value else {}))
+    assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    assert "MLFLOW_SERVER_JOB_EXECUTION_ENGINE" not in env
+
+
+def test_evaluation_on_runs_the_executor_engine_with_one_worker_per_job():
+    env = exported(run_entrypoint({"EVALUATION": "on"}))
+    assert (env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"], env["MLFLOW_SERVER_JOB_EXECUTION_ENGINE"]) == ("true", "executor")
+    assert (env["MLFLOW_SERVER_ONLINE_SCORING_MAX_WORKERS"], env["MLFLOW_SERVER_JUDGE_INVOKE_MAX_WORKERS"]) == ("1", "1")
+
+
+def test_evaluation_on_keeps_worker_counts_set_by_hand():
+    env = exported(run_entrypoint({"EVALUATION": "on", "MLFLOW_SERVER_ONLINE_SCORING_MAX_WORKERS": "3"}))
+    assert env["MLFLOW_SERVER_ONLINE_SCORING_MAX_WORKERS"] == "3"
+
+
+@pytest.mark.parametrize("value", ["true", "yes", "ON"])
+def test_evaluation_other_than_on_or_off_is_refused_naming_the_fix(value):
+    result = run_entrypoint({"EVALUATION": value})
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == f"docker-entrypoint: error: EVALUATION={value}: use on or off (docs/evaluation.md)"
+
+
+def test_evaluation_empty_means_off():
+    assert exported(run_entrypoint({"EVALUATION": ""}))["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+
+
+def test_jobs_do_not_get_the_job_runner_settings():
+    env = exported(run_entrypoint({"EVALUATION": "on"}, "mlflow", "gc"))
+    assert "MLFLOW_SERVER_ENABLE_JOB_EXECUTION" not in env
+
+
+TEAM = {"MLFLOW_AUTH_DATABASE_URI": "postgresql+psycopg2://mlflow@db:5432/mlflow_auth",
+        "MLFLOW_AUTH_ADMIN_USERNAME": "admin", "MLFLOW_AUTH_ADMIN_PASSWORD": "the-admins-password"}
+
+
+def test_team_mode_with_evaluation_gives_the_judges_job_the_admins_account():
+    env = exported(run_entrypoint({**TEAM, "EVALUATION": "on"}))
+    assert (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]) == ("admin", "the-admins-password")
+
+
+@pytest.mark.parametrize("settings", [{**TEAM, "EVALUATION": "off"}, {"EVALUATION": "on"}])
+def test_no_client_account_without_both_accounts_and_evaluation(settings):
+    env = exported(run_entrypoint(settings))
+    assert "MLFLOW_TRACKING_USERNAME" not in env and "MLFLOW_TRACKING_PASSWORD" not in env
+
+
+def test_judges_call_the_gateway_at_a_host_the_allow_list_accepts():
+    env = exported(run_entrypoint({**TEAM, "EVALUATION": "on"}))
+    assert env["MLFLOW_GATEWAY_URI"] == "http://127.0.0.1:5000"
+    assert "127.0.0.1:*" in env["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")

@@ -283,6 +283,22 @@ def check_experiment(doctor: Doctor) -> str | list[str]:
     return problems or f"{checked}: the experiment is on the server"
 
 
+def check_evaluation(doctor: Doctor) -> str:
+    """Judges started on an experiment score nothing without MLflow's job runner, and MLflow says nothing."""
+    mlflow = running(doctor.containers, "mlflow")
+    if mlflow is None:
+        raise NotChecked("mlflow is not running")
+    switch = container_env(mlflow).get("EVALUATION") or "off"
+    judges = stores(doctor)["databases"]["tracking"].get("started_judges", [])
+    named = ", ".join(f"{judge['name']} on experiment {judge['experiment']}" for judge in judges)
+    if judges and switch != "on":
+        raise Failed(f"judges are started ({named}) but mlflow runs with EVALUATION={switch}: nothing scores "
+                     f"new traces; set EVALUATION=on in .env, then {doctor.up_command()}")
+    if switch == "on":
+        return f"EVALUATION=on: {named} score new traces" if judges else "EVALUATION=on; no judge started yet"
+    return f"EVALUATION={switch}; no judge started"
+
+
 def check_goose_env(doctor: Doctor) -> str | list[str]:
     """What goose would read after `source FILE` in this shell (aaif-goose/goose crates/goose/src/otel/otlp.rs)."""
     if doctor.env_file is None and doctor.team:
@@ -337,6 +353,7 @@ CHECKS: list[tuple[str, Check, bool]] = [
     ("host", check_allowed_host, True),
     ("bucket", check_bucket, True),
     ("experiment", check_experiment, True),
+    ("evaluation", check_evaluation, True),
     ("goose", check_goose_env, True),
 ]
 

@@ -19,11 +19,12 @@ POPULATE = Path(__file__).with_name("populate.py")
 
 
 def run_script(name: str, *args: str, env: Mapping[str, str] | None = None,
-               cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run scripts/<name> with this interpreter, as a user would."""
+               cwd: Path | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """Run scripts/<name> with this interpreter, as a user would (`stdin` piped in)."""
     command = [sys.executable, str(SCRIPTS / name), *args]
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run(command, capture_output=True, text=True, env=full_env, cwd=cwd, timeout=300)
+    return subprocess.run(command, capture_output=True, text=True, env=full_env, cwd=cwd, timeout=300,
+                          input=stdin)
 
 
 def run_sourced(env_file: Path, *command: str) -> subprocess.CompletedProcess:

@@ -99,6 +99,12 @@ def require_compose_cli() -> None:
     pytest.skip("no docker compose CLI")
 
 
+def bridge_address() -> str:
+    """The host's address on Docker's default bridge: what a container reaches a service on this machine at
+    (a managed database, an LLM provider), the way it reaches one elsewhere on the network."""
+    return docker.from_env().networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+
+
 def require_engine() -> None:
     """Skip without an engine or images; in CI (CI=true) fail instead: nothing may skip there."""
     problem = engine_problem()
