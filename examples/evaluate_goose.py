@@ -117,7 +117,9 @@ def failures(result: Any, names: list[str]) -> list[str]:
     lines = []
     for name in names:
         column = f"{name}/error_message"
-        errors = [message for message in rows[column] if message] if column in rows else []
+        # Replies the scorer handled have no message: NaN in the table, not a string.
+        errors = [message for message in rows[column] if isinstance(message, str) and message] \
+            if column in rows else []
         if errors:
             first = str(errors[0]).strip().splitlines()[0][:300]
             lines.append(f"evaluate_goose: {name} failed on {len(errors)} of {len(rows)} replies: {first}")

@@ -57,15 +57,18 @@ def grant_exactly(client: MlflowClient, name: str, resource_type: str, resource_
     client.grant(name, resource_type, resource_id, permission)
 
 
-def grant_access(client: MlflowClient, name: str, experiment_id: str, prompts: bool) -> None:
+def grant_access(client: MlflowClient, name: str, experiment_id: str, prompts: bool | None) -> bool:
     """What an account may do (docs/evaluation.md): write to goose's experiment (traces, evaluation runs,
     assessments, judges) and, with `prompts`, register prompts and read every prompt; without, no prompt at
-    all. Never a provider key: those are the admin's (make gateway-endpoint); USE on the gateway's endpoints,
-    because MLflow runs a person's judge as that person (the proxy refuses calling them directly)."""
+    all; None keeps what the account has (a new one gets prompts), so a password rotation widens nothing.
+    Never a provider key of the AI Gateway: those are the admin's (make gateway-endpoint). Returns whether
+    the account has prompts."""
     grant_exactly(client, name, "experiment", experiment_id, EXPERIMENT_PERMISSION)
+    if prompts is None:
+        prompts = client.permission(name, "prompt", "*") != "DENY"
     grant_exactly(client, name, "prompt", "*", PROMPTS_PERMISSION if prompts else "DENY")
     grant_exactly(client, name, "gateway_secret", "*", "DENY")
-    grant_exactly(client, name, "gateway_endpoint", "*", "USE")
+    return prompts
 
 
 def check_managed_by_the_stack(client: MlflowClient, experiment: str, experiment_id: str) -> None:
@@ -118,8 +121,8 @@ def prepare_users_dir(directory: Path) -> None:
 
 
 def ensure_account(client: MlflowClient, tracking_uri: str, name: str, experiment_id: str,
-                   env_file: Path, rotate: bool, prompts: bool = True) -> tuple[str, str]:
-    """(password, what was done); grants every time, so a rerun repairs or changes them."""
+                   env_file: Path, rotate: bool, prompts: bool | None = None) -> tuple[str, str, bool]:
+    """(password, what was done, whether it has prompts); grants every time, so a rerun repairs them."""
     existing = client.get_user(name)
     if existing is None:
         password = secrets.token_urlsafe(PASSWORD_BYTES)
@@ -135,8 +138,7 @@ def ensure_account(client: MlflowClient, tracking_uri: str, name: str, experimen
             raise StackError(f"user {name} exists but {env_file} holds no working password; "
                              "rerun with --rotate to issue a new one")
         action = "kept"
-    grant_access(client, name, experiment_id, prompts)
-    return password, action
+    return password, action, grant_access(client, name, experiment_id, prompts)
 
 
 def remove_account(client: MlflowClient, name: str, env_file: Path) -> str:

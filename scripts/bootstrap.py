@@ -45,8 +45,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     people.add_argument("--remove-user", metavar="NAME", help="delete this person's account and their env file")
     team.add_argument("--rotate", action="store_true", help="with --user: issue a new password")
     team.add_argument("--prompts", choices=("on", "off"), default=None,
-                      help="with --user: may register prompts and read the team's (on, the default) or may not "
-                           "touch the prompt registry (off: an account that only sends traces)")
+                      help="with --user: may register prompts and read the team's (on) or may not touch the "
+                           "prompt registry (off: an account that only sends traces); default: a new account on, "
+                           "an existing one as it is")
     team.add_argument("--users-dir", type=Path, default=Path(os.environ.get("GOOSE_USERS_DIR", cfg.DEFAULT_USERS_DIR)),
                       help="where per-person env files go (default: users/ at the repository root)")
     team.add_argument("--ca-file", default=os.environ.get("GOOSE_CA_FILE"),
@@ -156,9 +157,9 @@ def add_user(client: MlflowClient, args: argparse.Namespace, public_url: str, ex
     experiment_id, lines = goose_experiment(client, experiment, public_url)
     pin(args.users_dir.absolute(), experiment, experiment_id)
     accounts.check_managed_by_the_stack(client, experiment, experiment_id)
-    prompts = args.prompts != "off"
-    password, account = accounts.ensure_account(client, client.base_url, args.user, experiment_id, env_file,
-                                                args.rotate, prompts)
+    prompts = None if args.prompts is None else args.prompts == "on"
+    password, account, prompts = accounts.ensure_account(client, client.base_url, args.user, experiment_id,
+                                                         env_file, args.rotate, prompts)
     access = (f"may write to {experiment}, register prompts and read the team's" if prompts
               else f"may write to {experiment} only, no prompts")
     values = cfg.goose_env(public_url, experiment_id, auth=(args.user, password), ca_file=args.ca_file)

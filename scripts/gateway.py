@@ -76,6 +76,10 @@ def ensure_endpoint(client: MlflowClient, endpoint: str, provider: str, model: s
     if secret is None:
         secret_id = client.create_gateway_secret(secret_name, provider, key, auth_config)
     else:
+        if secret.get("provider") != provider:
+            # MLflow keeps a key's provider when the key is updated.
+            raise StackError(f"endpoint {endpoint!r} holds a key for {secret.get('provider')}; for {provider}, "
+                             f"give the endpoint another NAME")
         secret_id = secret["secret_id"]
         client.update_gateway_secret(secret_id, key, auth_config)
     definition = by_name(client.gateway_models(), "name", model_name)

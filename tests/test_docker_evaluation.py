@@ -115,8 +115,9 @@ def test_local_the_evaluation_scores_each_reply_on_stdout(local_run):
     lines = scored_lines(result.stdout)
     assert set(lines) == set(replies)
     for trace_id, failed in replies.items():
-        tool_calls, tool_errors, tokens, _, judged = lines[trace_id]
+        tool_calls, tool_errors, tokens, latency, judged = lines[trace_id]
         assert (tool_calls, tool_errors, tokens, judged) == ("1", "1" if failed else "0", str(TOKENS), "yes")
+        assert 0 < float(latency) < 60  # seconds: the emitter's reply takes milliseconds
 
 
 def test_local_the_judge_called_the_named_endpoint_once_per_reply(local_run):
@@ -283,6 +284,13 @@ def test_off_a_started_judge_is_named_by_make_doctor_with_the_pages_line(local_s
     assert failed == [line for line in guide.block(PAGE, "console", "FAIL evaluation").splitlines()]
 
 
+def test_off_a_stopped_judge_is_not_named(local_stack, local_judge_without_the_switch):
+    guide.run(local_stack, f"source .env && python -c 'from mlflow.genai.scorers import get_scorer; "
+                           f"get_scorer(name=\"{JUDGE}\").stop()'", env=reader_env())
+    result = local_stack.run("make", "doctor", check=False)
+    assert "ok   evaluation EVALUATION=off; no judge started" in result.stdout.splitlines()
+
+
 def test_off_the_server_runs_no_job_process(local_stack):
     commands = local_stack.exec("mlflow", "sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '")
     assert "mlflow.server.jobs" not in commands
@@ -346,26 +354,44 @@ def test_on_a_person_cannot_add_a_provider_key(team_deployment, team_with_evalua
                                     b"server (docs/evaluation.md)")
 
 
-def test_on_a_person_cannot_read_the_provider_keys_even_inside_the_network(team_deployment, team_with_evaluation):
-    """Behind the proxy too: make user's DENY on every gateway key."""
-    script = ("import json, os, sys; sys.path.insert(0, 'scripts'); import stack_config as cfg; "
+def test_on_a_person_cannot_add_a_provider_key_even_inside_the_network(team_deployment, team_with_evaluation):
+    """Behind the proxy too: make user's DENY on every key (without it MLflow lets any account create one)."""
+    script = ("import sys; sys.path.insert(0, 'scripts'); import stack_config as cfg\n"
               "from mlflow_api import MlflowClient, MlflowApiError\n"
-              "try:\n    secrets = MlflowClient('http://127.0.0.1:5000', headers={'Authorization': "
-              f"cfg.basic_auth('bob', {team_deployment.password('bob')!r})}}).gateway_secrets()\n"
-              "    print([secret['secret_name'] for secret in secrets])\n"
+              "try:\n    MlflowClient('http://127.0.0.1:5000', headers={'Authorization': "
+              f"cfg.basic_auth('bob', {team_deployment.password('bob')!r})}})"
+              ".create_gateway_secret('bobs-key', 'openai', 'sk-bob', {}); print('created')\n"
               "except MlflowApiError as exc:\n    print(exc.status)")
-    assert team_deployment.exec("mlflow", "python3", "-c", script).strip() in ("403", "[]")
+    assert team_deployment.exec("mlflow", "python3", "-c", script).strip() == "403"
 
 
-def test_on_a_person_cannot_call_the_gateway_model_with_the_teams_key(team_deployment, team_with_evaluation):
+@pytest.mark.parametrize("path", ["/gateway/judge/mlflow/invocations", "/gateway/mlflow/v1/chat/completions"])
+def test_on_a_person_cannot_call_the_gateway_model_with_the_teams_key(team_deployment, team_with_evaluation, path):
     provider, _, _ = team_with_evaluation
     asked = len(provider.requests)
-    status, _, reply = team_deployment.request("POST", "/gateway/judge/mlflow/invocations", {
+    status, _, reply = team_deployment.request("POST", path, {
         "Content-Type": "application/json", **team_deployment.auth("alice")},
-        json.dumps({"messages": [{"role": "user", "content": "free tokens?"}]}).encode())
+        json.dumps({"model": "judge", "messages": [{"role": "user", "content": "free tokens?"}]}).encode())
     assert (status, reply) == (403, b"refused at the proxy: the AI Gateway is called by the server for judges "
                                     b"(docs/evaluation.md)")
     assert len(provider.requests) == asked
+
+
+@pytest.mark.parametrize("path", ["/ajax-api/3.0/mlflow/gateway/secrets/create",
+                                  "/api/3.0/mlflow/gateway/endpoints/update"])
+def test_on_gateway_writes_are_refused_on_every_api_prefix(team_deployment, team_with_evaluation, path):
+    status, _, _ = team_deployment.request("POST", path, {"Content-Type": "application/json",
+                                                          **team_deployment.auth("bob")}, b"{}")
+    assert status == 403
+
+
+@pytest.mark.parametrize("path", ["/ajax-api/3.0/mlflow/scorer/invoke", "/ajax-api/3.0/mlflow/genai/evaluate/invoke",
+                                  "/ajax-api/3.0/mlflow/issues/invoke"])
+def test_on_judges_on_demand_are_refused_at_the_proxy(team_deployment, team_with_evaluation, path):
+    status, _, reply = team_deployment.request("POST", path, {"Content-Type": "application/json",
+                                                              **team_deployment.auth("alice")}, b"{}")
+    assert (status, reply) == (403, b"refused at the proxy: judges run on the server for traces as they arrive "
+                                    b"(docs/evaluation.md)")
 
 
 def test_on_the_gateway_endpoints_stay_listed_for_the_ui(team_deployment, team_with_evaluation):

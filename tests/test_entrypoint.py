@@ -279,3 +279,8 @@ def test_judges_call_the_gateway_at_a_host_the_allow_list_accepts():
     env = exported(run_entrypoint({**TEAM, "EVALUATION": "on"}))
     assert env["MLFLOW_GATEWAY_URI"] == "http://127.0.0.1:5000"
     assert "127.0.0.1:*" in env["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
+
+
+def test_a_gateway_uri_set_by_hand_is_kept():
+    env = exported(run_entrypoint({"EVALUATION": "on", "MLFLOW_GATEWAY_URI": "http://mlflow:5000"}))
+    assert env["MLFLOW_GATEWAY_URI"] == "http://mlflow:5000"

@@ -44,6 +44,27 @@ def test_the_key_is_never_printed(native_stack):
     assert KEY not in result.stdout + result.stderr
 
 
+def test_a_key_of_another_provider_for_the_same_endpoint_is_refused(native_stack):
+    assert gateway(native_stack, "--endpoint", "judge-d", "--model", "openai:/gpt-4o-mini").returncode == 0
+    result = gateway(native_stack, "--endpoint", "judge-d", "--model", "anthropic:/claude-sonnet-4-5")
+    assert (result.returncode, result.stderr.strip()) == (
+        1, "gateway: error: endpoint 'judge-d' holds a key for openai; for anthropic, give the endpoint another NAME")
+    model = MlflowClient(native_stack.mlflow_url).gateway_endpoint("judge-d")["model_mappings"][0]["model_definition"]
+    assert (model["provider"], model["model_name"]) == ("openai", "gpt-4o-mini")
+
+
+def test_the_key_is_stored_without_the_newline_of_its_file(native_stack):
+    assert gateway(native_stack, "--endpoint", "judge-e", "--model", "openai:/m", key="sk-ends-in-9876\n").returncode == 0
+    secret = [s for s in MlflowClient(native_stack.mlflow_url).gateway_secrets() if s["secret_name"] == "judge-e-key"]
+    assert secret[0]["masked_values"]["api_key"].endswith("9876")
+
+
+@pytest.mark.parametrize("length, accepted", [(64, True), (65, False)])
+def test_endpoint_names_are_at_most_64_characters(native_stack, length, accepted):
+    result = gateway(native_stack, "--endpoint", "j" * length, "--model", "openai:/m")
+    assert (result.returncode == 0) == accepted, result.stderr
+
+
 @pytest.mark.parametrize("args, key, message", [
     (("--endpoint", "two words", "--model", "openai:/m"), KEY,
      "gateway: error: invalid endpoint name 'two words': use 1-64 letters, digits, '.', '_' or '-'"),

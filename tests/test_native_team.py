@@ -348,7 +348,7 @@ def test_an_account_made_with_prompts_off_still_sends_traces(team_stack, people)
 
 def test_rerunning_make_user_with_prompts_on_gives_them_back(team_stack, tmp_path):
     assert user_file(team_stack, tmp_path, "moe", "--prompts", "off").returncode == 0
-    result = user_file(team_stack, tmp_path, "moe")
+    result = user_file(team_stack, tmp_path, "moe", "--prompts", "on")
     assert result.returncode == 0 and "register prompts and read the team's" in result.stdout
     values = env_values(tmp_path / "users" / "moe.env")
     assert register_prompt(team_stack, values, f"moe-{uuid.uuid4().hex[:6]}", "x")[0] == 200
@@ -362,3 +362,21 @@ def test_make_user_says_when_an_account_has_no_prompts(team_stack, tmp_path):
 def test_prompts_without_user_is_a_usage_error(team_stack):
     result = team_stack.run_job("bootstrap", "--prompts", "off")
     assert result.returncode == 2 and "--prompts goes with --user" in result.stderr
+
+
+def test_a_password_rotation_keeps_an_account_without_prompts_so(team_stack, tmp_path):
+    assert user_file(team_stack, tmp_path, "ola", "--prompts", "off").returncode == 0
+    result = user_file(team_stack, tmp_path, "ola", "--rotate")
+    assert result.returncode == 0 and "(password rotated; may write to goose-traces only, no prompts)" in result.stdout
+    values = env_values(tmp_path / "users" / "ola.env")
+    assert register_prompt(team_stack, values, f"ola-{uuid.uuid4().hex[:6]}", "x")[0] == 403
+
+
+def test_every_account_is_denied_the_gateways_provider_keys(team_stack, tmp_path):
+    """Inside the network too (the proxy refuses the route as well): make user's DENY on every key."""
+    assert user_file(team_stack, tmp_path, "pia").returncode == 0
+    values = env_values(tmp_path / "users" / "pia.env")
+    with pytest.raises(MlflowApiError) as refused:
+        as_user(team_stack, values).create_gateway_secret("pias-key", "openai", "sk-pia", {})
+    assert refused.value.status == 403
+    assert [s for s in admin(team_stack).gateway_secrets() if s["secret_name"] == "pias-key"] == []
