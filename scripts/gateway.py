@@ -106,8 +106,8 @@ def run(args: argparse.Namespace) -> str:
         f"Gateway endpoint {endpoint!r} {action}: {provider}:/{model}"
         + (f" at {auth_config['api_base']}" if auth_config else "") + "; the key is stored encrypted",
         "",
-        "Next: a judge with model=\"gateway:/" + endpoint + "\", registered and started on goose's experiment "
-        "(docs/evaluation.md, \"Automatic evaluation\"); EVALUATION=on in .env runs it.",
+        f'Next: a judge with model="gateway:/{endpoint}", registered and started on goose\'s experiment '
+        '(docs/evaluation.md, "Automatic evaluation"); EVALUATION=on in .env runs it.',
     ])
 
 

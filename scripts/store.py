@@ -55,12 +55,12 @@ def started_judges(database: Database) -> list[dict]:
     with closing(database.connect()) as connection, connection.cursor() as cursor:
         if not {"online_scoring_configs", "scorers", "experiments"} <= existing_tables(connection):
             return []
-        cursor.execute("SELECT c.experiment_id, s.scorer_name, c.sample_rate FROM online_scoring_configs c "
+        cursor.execute("SELECT c.experiment_id, s.scorer_name FROM online_scoring_configs c "
                        "JOIN scorers s ON s.scorer_id = c.scorer_id "
                        "JOIN experiments e ON e.experiment_id = c.experiment_id "
                        "WHERE c.sample_rate > 0 AND e.lifecycle_stage = 'active' "
                        "ORDER BY c.experiment_id, s.scorer_name")
-        return [{"experiment": str(row[0]), "name": row[1], "sample_rate": row[2]} for row in cursor.fetchall()]
+        return [{"experiment": str(row[0]), "name": row[1]} for row in cursor.fetchall()]
 
 
 @dataclass(frozen=True)

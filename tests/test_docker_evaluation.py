@@ -52,18 +52,28 @@ def reader_env() -> dict[str, str]:
     return {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
 
 
+def page_block(project: ComposeProject, containing: str, env_file: str, values: dict[str, str] | None = None,
+               check: bool = True):
+    """The page's block holding `containing`, run by the reader after `source env_file` (placeholders `values`)."""
+    block = guide.filled(guide.block(PAGE, "sh", containing), {"source .env": f"source {env_file}", **(values or {})})
+    return guide.run(project, block, check=check, env=reader_env())
+
+
 def evaluate(project: ComposeProject, env_file: str, provider: LlmProvider, key: str | None = None,
              check: bool = True):
     """The page's evaluation block, as `env_file`'s owner, judged by `provider` (with `key`, else its own)."""
-    block = guide.filled(guide.block(PAGE, "sh", "examples/evaluate_goose.py --last"), {
-        "source .env": f"source {env_file}", "https://api.openai.com/v1": provider.url,
-        "sk-your-key": key or provider.api_key, "--last 20": "--last 3"})
-    return guide.run(project, block, check=check, env=reader_env())
+    return page_block(project, "examples/evaluate_goose.py --last", env_file, {
+        "https://api.openai.com/v1": provider.url, "sk-your-key": key or provider.api_key, "--last 20": "--last 3"},
+        check=check)
 
 
 def prompts(project: ComposeProject, env_file: str, check: bool = True):
-    block = guide.filled(guide.block(PAGE, "sh", "register_prompt"), {"source .env": f"source {env_file}"})
-    return guide.run(project, block, check=check, env=reader_env())
+    return page_block(project, "register_prompt", env_file, check=check)
+
+
+def commands_in(project: ComposeProject, service: str) -> str:
+    """The command lines of every process in the service's container."""
+    return project.exec(service, "sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '")
 
 
 def send_replies(env_file: Path) -> dict[str, bool]:
@@ -82,7 +92,7 @@ def run_id_of(stdout: str) -> str:
 
 def assessments(client, trace_id: str) -> dict[str, object]:
     info = client.get_trace(trace_id)["trace_info"]
-    return {item["assessment_name"]: json.loads(json.dumps(item["feedback"]["value"]))
+    return {item["assessment_name"]: item["feedback"]["value"]
             for item in info.get("assessments", []) if "feedback" in item}
 
 
@@ -246,8 +256,7 @@ JUDGE = "did_what_was_asked"
 
 
 def judge_block(project: ComposeProject, env_file: str, check: bool = True):
-    block = guide.filled(guide.block(PAGE, "sh", "make_judge("), {"source .env": f"source {env_file}"})
-    return guide.run(project, block, check=check, env=reader_env())
+    return page_block(project, "make_judge(", env_file, check=check)
 
 
 def gateway_endpoint(project: ComposeProject, key_file: Path, api_base: str | None = None):
@@ -274,8 +283,9 @@ def local_judge_without_the_switch(local_stack, tmp_path_factory):
     gateway_endpoint(local_stack, key)
     judge_block(local_stack, ".env")
     yield
-    guide.run(local_stack, f"source .env && python -c 'from mlflow.genai.scorers import delete_scorer; "
-                           f"delete_scorer(name=\"{JUDGE}\", version=\"all\")'", env=reader_env())
+    deleted = run_sourced(local_stack.env_file, sys.executable, "-c",
+                          f"from mlflow.genai.scorers import delete_scorer; delete_scorer(name={JUDGE!r}, version='all')")
+    assert deleted.returncode == 0, deleted.stderr[-2000:]
 
 
 def test_off_a_started_judge_is_named_by_make_doctor_with_the_pages_line(local_stack, local_judge_without_the_switch):
@@ -285,14 +295,15 @@ def test_off_a_started_judge_is_named_by_make_doctor_with_the_pages_line(local_s
 
 
 def test_off_a_stopped_judge_is_not_named(local_stack, local_judge_without_the_switch):
-    guide.run(local_stack, f"source .env && python -c 'from mlflow.genai.scorers import get_scorer; "
-                           f"get_scorer(name=\"{JUDGE}\").stop()'", env=reader_env())
+    stopped = run_sourced(local_stack.env_file, sys.executable, "-c",
+                          f"from mlflow.genai.scorers import get_scorer; get_scorer(name={JUDGE!r}).stop()")
+    assert stopped.returncode == 0, stopped.stderr[-2000:]
     result = local_stack.run("make", "doctor", check=False)
     assert "ok   evaluation EVALUATION=off; no judge started" in result.stdout.splitlines()
 
 
 def test_off_the_server_runs_no_job_process(local_stack):
-    commands = local_stack.exec("mlflow", "sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '")
+    commands = commands_in(local_stack, "mlflow")
     assert "mlflow.server.jobs" not in commands
 
 
@@ -335,7 +346,7 @@ def test_on_a_judge_started_by_alice_scores_bobs_next_goose_reply_unasked(team_d
 
 
 def test_on_the_job_runner_is_the_executor_engine_beside_the_scheduler(team_deployment, team_with_evaluation):
-    commands = team_deployment.exec("mlflow", "sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '")
+    commands = commands_in(team_deployment, "mlflow")
     assert "mlflow.server.jobs._executor_runner" in commands and "_periodic_tasks_consumer" in commands
     assert "mlflow.server.jobs._huey_consumer" not in commands
 

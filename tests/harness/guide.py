@@ -50,7 +50,5 @@ def run(project: "ComposeProject", text: str, check: bool = True,
         env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
     """A documented block in the project's directory, by bash as the reader's shell runs it (stops at the first
     failing command); `env` adds to the project's settings."""
-    if env:
-        return project.run("env", *(f"{key}={value}" for key, value in env.items()),
-                           "bash", "-euo", "pipefail", "-c", text, check=check)
-    return project.run("bash", "-euo", "pipefail", "-c", text, check=check)
+    return project.run("env", *(f"{key}={value}" for key, value in (env or {}).items()),
+                       "bash", "-euo", "pipefail", "-c", text, check=check)
