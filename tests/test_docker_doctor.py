@@ -8,8 +8,10 @@ checks; `make` itself exits 2 when there is any.
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from harness.project import ComposeProject
 
 pytestmark = pytest.mark.docker
 
-CHECKS = ("docker", "services", "port", "host", "bucket", "experiment", "evaluation", "goose")
+CHECKS = ("docker", "services", "port", "host", "bucket", "experiment", "evaluation", "goose", "goose-cli")
 
 
 @pytest.fixture(scope="module")
@@ -29,21 +31,22 @@ def local(local_stack: ComposeProject) -> ComposeProject:
     return local_stack
 
 
-def doctor(project: ComposeProject, *args: str, **shell: str) -> tuple[int, list[str], list[str]]:
-    """scripts/host/doctor.py as make doctor runs it, in the user's shell plus `shell`: (exit, FAIL lines, all)."""
-    result = subprocess.run([sys.executable, "scripts/host/doctor.py", *args], cwd=project.directory,
-                            env={**project.env, "PYTHONPATH": "scripts", **shell}, capture_output=True, text=True,
-                            timeout=120)
-    lines = result.stdout.splitlines()
-    return result.returncode, [line for line in lines if line.startswith("FAIL")], lines
-
-
 def check_line(name: str, text: str) -> str:
     return f"FAIL {name:<10} {text}"
 
 
+def put_file(container, path: str, data: bytes) -> None:
+    """Write one file into a running container (a tar of one member, as `docker cp` sends it)."""
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        member = tarfile.TarInfo(Path(path).name)
+        member.size, member.mode = len(data), 0o644
+        tar.addfile(member, io.BytesIO(data))
+    assert container.put_archive(str(Path(path).parent), archive.getvalue())
+
+
 def test_a_healthy_local_stack_passes_every_check(local):
-    code, failed, lines = doctor(local)
+    code, failed, lines = local.doctor()
     assert (code, failed) == (0, [])
     assert [line.split()[1] for line in lines if line.startswith("ok")] == list(CHECKS)
 
@@ -54,15 +57,15 @@ def test_make_doctor_says_no_problems_on_a_healthy_stack(local):
 
 
 def test_no_engine_is_one_failure_and_stops_the_checks(local):
-    code, failed, lines = doctor(local, DOCKER_HOST="unix:///nonexistent/docker.sock")
+    code, failed, lines = local.doctor(DOCKER_HOST="unix:///nonexistent/docker.sock")
     assert code == 1 and failed[0].startswith("FAIL docker     no Docker engine answers (")
-    assert failed[0].endswith("; start Docker") and "7 more checks need this one" in lines[1]
+    assert failed[0].endswith("; start Docker") and "8 more checks need this one" in lines[1]
 
 
 def test_a_stopped_service_is_named_with_the_command_that_starts_it(local):
     local.compose("stop", "retention")
     try:
-        code, failed, _ = doctor(local)
+        code, failed, _ = local.doctor()
     finally:
         local.compose("up", "--detach", "--wait", "retention")
     container = local.container("retention").name
@@ -78,7 +81,7 @@ def test_a_port_held_by_another_process_names_the_process(local):
     try:
         time.sleep(1)
         name = Path(f"/proc/{squatter.pid}/comm").read_text().strip()
-        code, failed, lines = doctor(local)
+        code, failed, lines = local.doctor()
     finally:
         squatter.kill()
         squatter.wait()
@@ -96,7 +99,7 @@ def test_a_port_held_by_another_container_names_the_container(local):
     squatter = local.engine.containers.run(image, ["python3", "-m", "http.server", "8080"], detach=True,
                                            entrypoint=[], ports={"8080/tcp": ("127.0.0.1", local.port)})
     try:
-        code, failed, _ = doctor(local)
+        code, failed, _ = local.doctor()
     finally:
         squatter.remove(force=True)
         local.compose("up", "--detach", "--wait", "mlflow")
@@ -110,13 +113,50 @@ def test_a_changed_public_url_fails_the_host_check(local):
     before = local.env_file.read_text()
     local.env_file.write_text(before + f"MLFLOW_PUBLIC_URL=http://devbox:{local.port}\n")
     try:
-        code, failed, _ = doctor(local)
+        code, failed, _ = local.doctor()
     finally:
         local.env_file.write_text(before)
     assert check_line("host", f"MLFLOW_PUBLIC_URL is http://devbox:{local.port} but mlflow was started for "
                               f"http://localhost:{local.port}, so it answers 403 Invalid Host header at "
                               f"http://devbox:{local.port}: make up recreates it") in failed
     assert code == len(failed)
+
+
+def test_a_host_mlflow_refuses_is_named_with_mlflows_answer(local):
+    # MLflow started for today's URL, yet refusing its Host: the allow-list the entrypoint derives, narrowed.
+    # (/health would pass: MLflow exempts it from the Host check.)
+    narrow = local.directory / "narrow-hosts.yaml"
+    narrow.write_text("services:\n  mlflow:\n    environment:\n"
+                      "      MLFLOW_SERVER_ALLOWED_HOSTS: 127.0.0.1,127.0.0.1:*,mlflow,mlflow:*\n")
+    local.compose("-f", "compose.yaml", "-f", narrow.name, "up", "--detach", "--wait", "mlflow")
+    try:
+        code, failed, lines = local.doctor()
+    finally:
+        local.compose("up", "--detach", "--wait", "mlflow")
+        narrow.unlink()
+    host = f"localhost:{local.port}"
+    refusal = "403 'Invalid Host header - possible DNS rebinding attack detected'"
+    assert failed == [
+        check_line("host", f"http://{host}/ answered {refusal} for Host {host}: the allow-list mlflow was started "
+                           "with lacks it; make up recreates it from MLFLOW_PUBLIC_URL"),
+        check_line("goose", f"http://{host}/v1/traces answered {refusal} to goose's settings in .env")], lines
+    assert code == 2
+
+
+def test_an_image_older_than_the_checkout_is_named_with_the_rebuild(local):
+    # scripts/store.py of an image built before the doctor printed only the databases' schema.
+    mlflow = local.container("mlflow")
+    old_store = ("import json\nprint(json.dumps({'tracking': {'name': 'mlflow', 'revision': 'r', "
+                 "'image_revision': 'r', 'experiments': []}}))\n")
+    current = mlflow.exec_run(["cat", "scripts/store.py"]).output
+    put_file(mlflow, "/opt/stack/scripts/store.py", old_store.encode())
+    try:
+        code, failed, _ = local.doctor()
+    finally:
+        put_file(mlflow, "/opt/stack/scripts/store.py", current)
+    older = "mlflow runs an image older than this checkout: make up rebuilds it"
+    assert failed == [check_line("bucket", older), check_line("experiment", older), check_line("evaluation", older)]
+    assert code == 3
 
 
 def test_a_missing_bucket_is_named_with_the_job_that_creates_it(local):
@@ -126,7 +166,7 @@ def test_a_missing_bucket_is_named_with_the_job_that_creates_it(local):
         environment={"PYTHONPATH": "scripts"})
     assert code == 0, output.decode()
     try:
-        code, failed, lines = doctor(local)
+        code, failed, lines = local.doctor()
     finally:
         local.up()
     assert failed == [check_line("bucket", "bucket mlflow-artifacts: An error occurred (404) when calling the "
@@ -139,7 +179,7 @@ def test_a_stale_experiment_id_in_dot_env_is_caught(local):
     # Only in the traces headers: those are the ones goose sends.
     local.env_file.write_text(envfile.merge(before, {"OTEL_EXPORTER_OTLP_TRACES_HEADERS": "x-mlflow-experiment-id=987654"}))
     try:
-        code, failed, _ = doctor(local)
+        code, failed, _ = local.doctor()
     finally:
         local.env_file.write_text(before)
     assert check_line("experiment", f"{local.env_file}: experiment 987654 is not on the server (deleted, or the "
@@ -148,7 +188,7 @@ def test_a_stale_experiment_id_in_dot_env_is_caught(local):
 
 
 def test_compression_in_the_shell_is_caught_although_dot_env_is_fine(local):
-    code, failed, _ = doctor(local, OTEL_EXPORTER_OTLP_COMPRESSION="gzip")
+    code, failed, _ = local.doctor(OTEL_EXPORTER_OTLP_COMPRESSION="gzip")
     assert failed == [check_line("goose", "OTEL_EXPORTER_OTLP_COMPRESSION=gzip after source .env: goose's exporter "
                                           "has no compression and sends nothing; unset "
                                           "OTEL_EXPORTER_OTLP_COMPRESSION in your shell")]
@@ -156,7 +196,7 @@ def test_compression_in_the_shell_is_caught_although_dot_env_is_fine(local):
 
 
 def test_the_pins_in_dot_env_defeat_the_shells_other_traps(local):
-    code, failed, _ = doctor(local, OTEL_SDK_DISABLED="true", OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+    code, failed, _ = local.doctor(OTEL_SDK_DISABLED="true", OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
                              OTEL_EXPORTER_OTLP_TRACES_ENDPOINT="http://collector.example:4318/v1/traces")
     assert (code, failed) == (0, [])
 
@@ -168,7 +208,7 @@ def test_an_env_file_without_the_pins_lets_the_shells_traps_through(local):
     local.env_file.write_text(envfile.merge(before, {}, remove=pins))
     try:
         # goose reads `true` in any case, and the traces protocol before the generic one.
-        code, failed, _ = doctor(local, OTEL_SDK_DISABLED="True", OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+        code, failed, _ = local.doctor(OTEL_SDK_DISABLED="True", OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
                                  OTEL_EXPORTER_OTLP_TRACES_PROTOCOL="grpc")
     finally:
         local.env_file.write_text(before)
@@ -183,13 +223,13 @@ def test_an_env_file_without_the_pins_lets_the_shells_traps_through(local):
 # Team mode --------------------------------------------------------------------
 
 def test_a_healthy_team_stack_passes_every_check(team_deployment):
-    code, failed, lines = doctor(team_deployment)
+    code, failed, lines = team_deployment.doctor()
     assert (code, failed) == (0, [])
     assert f"ok   port       port {team_deployment.https_port}: published by proxy" in lines
 
 
 def test_a_persons_env_file_passes_the_goose_check_through_the_proxy(team_deployment):
-    code, failed, lines = doctor(team_deployment, "--env-file", "users/alice.env")
+    code, failed, lines = team_deployment.doctor("--env-file", "users/alice.env")
     assert (code, failed) == (0, [])
     assert any(line.startswith("ok   goose      after source ") for line in lines)
 
@@ -201,10 +241,37 @@ def test_a_persons_wrong_password_is_answered_401_through_the_proxy(team_deploym
     stale.write_text(envfile.merge(team_deployment.person_env_file("alice").read_text(), {
         "OTEL_EXPORTER_OTLP_HEADERS": wrong, "OTEL_EXPORTER_OTLP_TRACES_HEADERS": wrong}))
     try:
-        code, failed, _ = doctor(team_deployment, "--env-file", str(stale))
+        code, failed, _ = team_deployment.doctor("--env-file", str(stale))
     finally:
         stale.unlink()
     assert len(failed) == 1 and failed[0].startswith(
         f"FAIL goose      {team_deployment.url}/v1/traces answered 401 ") and failed[0].endswith(
         f"to goose's settings in {stale}")
     assert code == 1
+
+
+def test_a_person_who_lost_access_to_the_experiment_is_answered_403(team_deployment):
+    team_deployment.run("make", "user", "NAME=dora", f"CA_FILE={team_deployment.ca}")
+    experiment = team_deployment.values("dora")["MLFLOW_EXPERIMENT_ID"]
+    # Permissions are managed inside the network only: the proxy refuses their routes to everyone.
+    assert team_deployment.inside("admin", f"revoke('dora', 'experiment', {experiment!r})") == "None"
+    try:
+        code, failed, _ = team_deployment.doctor("--env-file", "users/dora.env")
+    finally:
+        team_deployment.run("make", "remove-user", "NAME=dora")
+    assert len(failed) == 1 and failed[0].startswith(
+        f"FAIL goose      {team_deployment.url}/v1/traces answered 403 ") and failed[0].endswith(
+        f"to goose's settings in {team_deployment.person_env_file('dora')}")
+    assert code == 1
+
+
+def test_a_removed_proxy_is_named_with_make_team_up(team_deployment):
+    team_deployment.compose("rm", "--stop", "--force", "proxy")
+    try:
+        code, failed, _ = team_deployment.doctor()
+    finally:
+        team_deployment.up("team-up")
+    assert check_line("services", "proxy: not created: make team-up") in failed
+    assert check_line("port", f"port {team_deployment.https_port}: nothing listens; proxy does not publish it: "
+                              "make team-up") in failed
+    assert code == len(failed)

@@ -156,3 +156,17 @@ def test_a_rotated_database_password_works_after_the_guides_restart(managed, dep
     env_file = deployment.directory / "users" / "alice.env"
     trace_id = source_and_emit(env_file, f"rotated-{uuid.uuid4().hex[:6]}")
     assert managed.psql(f"SELECT count(*) FROM spans WHERE trace_id = '{trace_id}'", database="goose_mlflow") == "3"
+
+
+def test_a_missing_external_bucket_is_named_with_where_to_create_it(managed, deployment):
+    # Last in this module: the bucket comes back empty.
+    for item in managed.s3.list_objects_v2(Bucket=BUCKET).get("Contents", []):
+        managed.s3.delete_object(Bucket=BUCKET, Key=item["Key"])
+    managed.s3.delete_bucket(Bucket=BUCKET)
+    try:
+        code, failed, _ = deployment.doctor()
+    finally:
+        managed.s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    assert failed == [f"FAIL {'bucket':<10} bucket {BUCKET}: An error occurred (404) when calling the HeadBucket "
+                      "operation: Not Found: create it in your object store (docs/external.md)"]
+    assert code == 1

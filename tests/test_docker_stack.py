@@ -15,6 +15,8 @@ import uuid
 
 import pytest
 
+import envfile
+from harness import guide
 from harness.commands import experiment_id_in, source_and_emit
 from harness.project import ComposeProject, clean_copy, image_files, require_engine
 
@@ -53,6 +55,15 @@ def test_the_image_carries_only_the_stacks_commands(docker_stack):
     image = docker_stack.container("mlflow").image.tags[0]
     commands = {f"stack/scripts/{path.name}" for path in (docker_stack.directory / "scripts").glob("*.py")}
     assert set(image_files(image, "/opt/stack")) == commands | {"stack/requirements.txt", "stack/constraints.txt"}
+
+
+def test_the_readmes_bootstrap_from_the_host_writes_the_same_env_file(docker_stack, tmp_path):
+    block = guide.filled(guide.block("README.md", "sh", "python3 scripts/bootstrap.py --tracking-uri"),
+                         {"http://localhost:5000": docker_stack.url})
+    # The system's python3 on a bare PATH: the bootstrap needs nothing but the standard library.
+    result = guide.run(docker_stack, block, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert envfile.parse((tmp_path / "goose.env").read_text()) == envfile.parse(docker_stack.env_file.read_text())
+    assert "usage: bootstrap.py" in result.stdout
 
 
 def test_make_up_prints_the_bootstrap_summary(docker_stack):

@@ -7,6 +7,7 @@ the security suite; alice and bob have accounts.
 from __future__ import annotations
 
 import http.client
+import re
 import ssl
 import sys
 import uuid
@@ -14,8 +15,10 @@ import uuid
 import pytest
 
 import stack_config as cfg
+from harness import guide
 from harness.commands import run_sourced, source_and_emit
 from harness.compose_file import REPO
+from harness.goose_cli import goose_binary
 from harness.project import ComposeProject, clean_copy
 
 pytestmark = pytest.mark.docker
@@ -174,3 +177,36 @@ def test_a_team_https_port_that_disagrees_with_the_public_url_is_refused_before_
     page = (REPO / "docs" / "team.md").read_text()
     assert all(line in page for line in result.stderr.splitlines() if not line.startswith("make: ***"))
     assert started == []
+
+
+def teammate_machine(team, script: str) -> str:
+    """`script` in bash, as root, on a Debian box beside the stack (the host's network, so `localhost` is the
+    proxy's name) with alice.env, ca.crt and goose 1.37.0 copied over; its output and goose's."""
+    image = re.search(r"ARG PYTHON_IMAGE=(\S+)", (REPO / "mlflow" / "Dockerfile").read_text()).group(1)
+    files = team.directory / "users"
+    # No sudo on the box; as root it changes nothing.
+    prelude = "sudo() { \"$@\"; }\ncp /copied/alice.env /copied/ca.crt .\n"
+    return team.engine.containers.run(
+        image, ["bash", "-euo", "pipefail", "-c", prelude + script], remove=True, network_mode="host",
+        working_dir="/root", stderr=True, environment={
+            # goose's model call goes to the proxy too: its answer shows whether goose's TLS trusted the CA.
+            "GOOSE_PROVIDER": "openai", "GOOSE_MODEL": "gpt-4o-mini", "OPENAI_API_KEY": "sk-none",
+            "OPENAI_HOST": team.url, "GOOSE_DISABLE_KEYRING": "1"},
+        volumes={str(files / "alice.env"): {"bind": "/copied/alice.env", "mode": "ro"},
+                 str(files / "ca.crt"): {"bind": "/copied/ca.crt", "mode": "ro"},
+                 str(goose_binary()): {"bind": "/usr/local/bin/goose", "mode": "ro"}}).decode()
+
+
+def test_the_guides_commands_make_goose_on_a_debian_machine_trust_the_team_ca(team):
+    block = guide.block("docs/team.md", "sh", "sudo update-ca-certificates")
+    debian = "\n".join(line for line in block.splitlines() if not line.endswith("# macOS"))
+    session = "source alice.env && goose session"
+    assert session in debian
+    goose_run = "source alice.env && goose run --no-session --text 'say hi' || true"
+    untrusted = teammate_machine(team, goose_run)
+    trusted = teammate_machine(team, debian.replace(session, goose_run) + "\nls ~/.config/goose-mlflow/ca.crt")
+    assert f"Could not connect to localhost:{team.https_port}" in untrusted  # the certificate failed to verify
+    assert f"Could not connect" not in trusted
+    # The proxy's answer, over verified TLS: MLflow wants an account for every route.
+    assert f"failed for {team.url}/v1/chat/completions. Status: 401 Unauthorized" in trusted, trusted
+    assert trusted.rstrip().endswith("/root/.config/goose-mlflow/ca.crt")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import doctor
 import envfile
 import stack_config as cfg
 from harness import guide
@@ -32,3 +33,16 @@ def test_the_team_guides_env_file_is_what_make_user_writes_but_for_the_secrets()
     elided = [re.sub(r"(Basic%20YWxpY2U6)\S*", r"\1...", re.sub(r"(PASSWORD=)\S+", r"\1...", line))
               for line in written]
     assert shown == elided
+
+
+def test_the_readmes_healthy_doctor_shows_every_check_in_order():
+    healthy = guide.block("README.md", "console", "No problems found.")
+    shown = [line.split()[1] for line in healthy.splitlines() if line.startswith("ok ")]
+    assert shown == [name for name, _, _ in doctor.CHECKS]
+
+
+def test_every_doctor_line_the_pages_quote_names_a_check_of_the_doctor():
+    checks = {name for name, _, _ in doctor.CHECKS}
+    quoted = {name for page in ("README.md", "docs/team.md", "docs/evaluation.md", "docs/external.md")
+              for name in re.findall(r"(?:^|`)(?:FAIL|ok) +([a-z-]+) ", (guide.REPO / page).read_text(), re.MULTILINE)}
+    assert quoted and quoted <= checks

@@ -5,8 +5,9 @@ In order: Docker and Compose versions; each service's state and health; the
 published port and who else holds it; the Host allow-list against the public
 URL; the bucket; the experiment id in the env file against the server; and
 what goose would see after `source .env` in this shell (the traps of
-docs/goose-settings: a disabled SDK, compression, a gRPC protocol, another
-endpoint) and whether that endpoint takes a batch. Each check prints `ok` or
+README's goose section: a disabled SDK, compression, a gRPC protocol, another
+endpoint) and whether that endpoint takes a batch; and the goose on this
+shell's PATH, if it is a release that cannot export. Each check prints `ok` or
 `FAIL` and one line; the exit status is the number of failed checks.
 
 Runs on the host (the Docker SDK, in .venv-host); the stores are read by
@@ -19,6 +20,7 @@ import argparse
 import http.client
 import os
 import re
+import shutil
 import socket
 import ssl
 import subprocess
@@ -44,7 +46,11 @@ from verify import source_env_file
 MIN_ENGINE = (26, 0)  # each container mounts single files of the secrets volume (volume subpaths)
 MIN_COMPOSE = (2, 24, 4)  # compose.external.yaml's `!override`
 GOOSE_PROTOCOLS = ("", "http/protobuf", "http/json")  # goose has only the HTTP transport
+# goose releases whose exporter thread panics ("there is no reactor running") and sends no span: aaif-goose/goose
+# issue #9494 (1.36.0), and 1.37.0 run against this stack (tests/test_native_goose_cli.py).
+EXPORTER_PANICS = ((1, 36), (1, 37))
 EMPTY_BATCH_ANSWER = b"no spans found"  # mlflow/server/otel_api.py, for a batch that got past every check
+INVALID_HOST_ANSWER = "Invalid Host header"  # mlflow/server/security_utils.py, a Host not allowed
 
 
 class Failed(StackError):
@@ -191,9 +197,10 @@ def check_port(doctor: Doctor) -> str:
     raise Failed(f"port {port}: nothing listens; {publisher} does not publish it: {doctor.up_command()}")
 
 
-def health_on_this_host(port: int, public: urllib.parse.SplitResult) -> tuple[int, str]:
-    """GET /health on 127.0.0.1:port as a client of the public URL sends it: its Host, and its name in TLS
-    (the proxy picks the certificate by that name; whether the client trusts it is not this check's matter)."""
+def answer_on_this_host(port: int, public: urllib.parse.SplitResult) -> tuple[int, str]:
+    """GET / on 127.0.0.1:port as a client of the public URL sends it: its Host, and its name in TLS
+    (the proxy picks the certificate by that name; whether the client trusts it is not this check's matter).
+    Not /health: MLflow exempts /health and /version from its Host check (mlflow/server/security_utils.py)."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         if public.scheme == "https":
@@ -201,7 +208,7 @@ def health_on_this_host(port: int, public: urllib.parse.SplitResult) -> tuple[in
             context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
             connection.sock = context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
                                                   server_hostname=public.hostname)
-        connection.request("GET", "/health", headers={"Host": public.netloc})
+        connection.request("GET", "/", headers={"Host": public.netloc})
         response = connection.getresponse()
         return response.status, response.read(200).decode("utf-8", "replace").strip()
     finally:
@@ -222,12 +229,14 @@ def check_allowed_host(doctor: Doctor) -> str:
     port = compose_settings.team_https_port(doctor.settings) if doctor.team else int(
         doctor.settings.get("MLFLOW_PORT") or cfg.DEFAULT_PORT)
     try:
-        status, body = health_on_this_host(port, parsed)
+        status, body = answer_on_this_host(port, parsed)
     except OSError as exc:
         raise Failed(f"{url}: no answer on 127.0.0.1:{port} ({exc}): {doctor.up_command()}") from None
-    if status != 200:
-        raise Failed(f"{url}/health answered {status} {compact(body.encode())} for Host {parsed.netloc}: "
-                     f"{doctor.up_command()} recreates MLflow with today's MLFLOW_PUBLIC_URL")
+    if status == 403 and INVALID_HOST_ANSWER in body:
+        raise Failed(f"{url}/ answered 403 {compact(body.encode())} for Host {parsed.netloc}: the allow-list "
+                     f"mlflow was started with lacks it; {doctor.up_command()} recreates it from MLFLOW_PUBLIC_URL")
+    if status >= 500:
+        raise Failed(f"{url}/ answered {status} {compact(body.encode())}: docker logs {mlflow.name} says why")
     return f"MLflow answers Host {parsed.netloc}"
 
 
@@ -343,6 +352,26 @@ def check_goose_env(doctor: Doctor) -> str | list[str]:
     return problems or f"after source {name} in this shell goose sends to {endpoint}, which accepts its settings"
 
 
+def check_goose_cli(doctor: Doctor) -> str:
+    """The goose this shell runs: a release whose exporter cannot send is named (its panic scrolls by in a
+    session, and the spans are lost)."""
+    path = shutil.which("goose", path=doctor.shell.get("PATH", ""))
+    if path is None:
+        return "no goose on this shell's PATH: nothing to check on this machine"
+    try:
+        printed = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        printed = ""
+    found = re.search(r"\d+\.\d+[.\d]*", printed)  # goose 1.37.0 prints " 1.37.0"
+    if not found:
+        raise Failed(f"{path} --version printed no version: reinstall goose")
+    version = version_tuple(found.group())
+    if version[:2] in EXPORTER_PANICS:
+        raise Failed(f"goose {dotted(version)} ({path}) sends no traces: its exporter thread panics "
+                     "(aaif-goose/goose issue #9494); upgrade goose: goose update")
+    return f"goose {dotted(version)} ({path})"
+
+
 # A check returns its ok line, or raises Failed / returns the lines of what failed.
 Check = Callable[[Doctor], "str | list[str]"]
 # (name, check, whether the later checks can run when this one fails)
@@ -355,6 +384,7 @@ CHECKS: list[tuple[str, Check, bool]] = [
     ("experiment", check_experiment, True),
     ("evaluation", check_evaluation, True),
     ("goose", check_goose_env, True),
+    ("goose-cli", check_goose_cli, True),
 ]
 
 

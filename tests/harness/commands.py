@@ -27,9 +27,9 @@ def run_script(name: str, *args: str, env: Mapping[str, str] | None = None,
                           input=stdin)
 
 
-def run_sourced(env_file: Path, *command: str) -> subprocess.CompletedProcess:
-    """`source ENV_FILE && COMMAND` in bash with a bare environment, as a teammate's shell runs it."""
-    clean_env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root")}
+def run_sourced(env_file: Path, *command: str, shell: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`source ENV_FILE && COMMAND` in bash with a bare environment (plus `shell`), as a teammate's shell runs it."""
+    clean_env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), **(shell or {})}
     return subprocess.run(["bash", "-c", 'source "$1" && shift && exec "$@"', "sourced", str(env_file), *command],
                           capture_output=True, text=True, env=clean_env, timeout=300)
 

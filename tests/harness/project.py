@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import time
 import uuid
@@ -141,6 +142,15 @@ class ComposeProject:
 
     def compose(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return self.run("docker", "compose", *args, check=check)
+
+    def doctor(self, *args: str, **shell: str) -> tuple[int, list[str], list[str]]:
+        """scripts/host/doctor.py as `make doctor` runs it, in the user's shell plus `shell`:
+        (its exit status, its FAIL lines, all its lines)."""
+        result = subprocess.run([sys.executable, "scripts/host/doctor.py", *args], cwd=self.directory,
+                                env={**self.env, "PYTHONPATH": "scripts", **shell}, capture_output=True, text=True,
+                                timeout=120)
+        lines = result.stdout.splitlines()
+        return result.returncode, [line for line in lines if line.startswith("FAIL")], lines
 
     def up(self, target: str = "up") -> str:
         """`make up` (or `make team-up`); its output, and how long it took in up_seconds."""

@@ -61,6 +61,14 @@ class TeamDeployment(ComposeProject):
         """MLflow's API through the proxy as `name`, verifying the certificate with the team's CA."""
         return MlflowClient(self.url, headers=self.auth(name), cafile=self.ca)
 
+    def inside(self, name: str, call: str) -> str:
+        """`MlflowClient.<call>` as `name` from inside the network, past the proxy (in the mlflow container):
+        what the call returned, or the HTTP status MLflow refused it with."""
+        script = ("import sys; sys.path.insert(0, 'scripts')\nfrom mlflow_api import MlflowClient, MlflowApiError\n"
+                  f"client = MlflowClient('http://127.0.0.1:5000', headers={self.auth(name)!r})\n"
+                  f"try:\n    print(client.{call})\nexcept MlflowApiError as exc:\n    print(exc.status)")
+        return self.exec("mlflow", "python3", "-c", script).strip()
+
     def request(self, method: str, path: str, headers: dict[str, str] | None = None, body: bytes | None = None,
                 with_ca: bool = True, port: int | None = None) -> tuple[int, dict[str, str], bytes]:
         """One HTTPS request to the proxy (plain HTTP when `port` is the HTTP port): status, headers, body."""
