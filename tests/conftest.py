@@ -16,6 +16,7 @@ import pytest
 
 from harness.commands import run_script
 from harness.compose_file import load_compose
+from harness.goose_cli import goose_binary
 from harness.native import NativeStack, free_port, stop_processes
 from harness.project import ComposeProject, clean_copy, require_engine
 from harness.team import TeamDeployment
@@ -28,6 +29,12 @@ def outbound() -> Iterator[Tripwire]:
     tripwire = Tripwire()
     yield tripwire
     tripwire.close()
+
+
+@pytest.fixture(scope="session")
+def goose() -> Path:
+    """goose 1.37.0's executable (tests/harness/goose_cli.py)."""
+    return goose_binary()
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ checks; `make` itself exits 2 when there is any.
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 import tarfile
@@ -148,7 +149,8 @@ def test_an_image_older_than_the_checkout_is_named_with_the_rebuild(local):
     mlflow = local.container("mlflow")
     old_store = ("import json\nprint(json.dumps({'tracking': {'name': 'mlflow', 'revision': 'r', "
                  "'image_revision': 'r', 'experiments': []}}))\n")
-    current = mlflow.exec_run(["cat", "scripts/store.py"]).output
+    code, current = mlflow.exec_run(["cat", "scripts/store.py"])
+    assert code == 0, current
     put_file(mlflow, "/opt/stack/scripts/store.py", old_store.encode())
     try:
         code, failed, _ = local.doctor()
@@ -185,6 +187,13 @@ def test_a_stale_experiment_id_in_dot_env_is_caught(local):
     assert check_line("experiment", f"{local.env_file}: experiment 987654 is not on the server (deleted, or the "
                                     "stack was recreated by down -v): make up rewrites .env") in failed
     assert code == len(failed)
+
+
+def test_goose_1_37_on_the_path_is_one_failure_and_the_rest_pass(local, goose):
+    code, failed, lines = local.doctor(PATH=f"{goose.parent}:{os.environ['PATH']}")
+    assert failed == [check_line("goose-cli", f"goose 1.37.0 ({goose}) sends no traces: its exporter thread panics "
+                                              "(aaif-goose/goose issue #9494); upgrade goose: goose update")]
+    assert code == 1 and len([line for line in lines if line.startswith("ok ")]) == len(CHECKS) - 1
 
 
 def test_compression_in_the_shell_is_caught_although_dot_env_is_fine(local):

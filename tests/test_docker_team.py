@@ -11,6 +11,7 @@ import re
 import ssl
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +19,6 @@ import stack_config as cfg
 from harness import guide
 from harness.commands import run_sourced, source_and_emit
 from harness.compose_file import REPO
-from harness.goose_cli import goose_binary
 from harness.project import ComposeProject, clean_copy
 
 pytestmark = pytest.mark.docker
@@ -179,7 +179,7 @@ def test_a_team_https_port_that_disagrees_with_the_public_url_is_refused_before_
     assert started == []
 
 
-def teammate_machine(team, script: str) -> str:
+def teammate_machine(team, goose: Path, script: str) -> str:
     """`script` in bash, as root, on a Debian box beside the stack (the host's network, so `localhost` is the
     proxy's name) with alice.env, ca.crt and goose 1.37.0 copied over; its output and goose's."""
     image = re.search(r"ARG PYTHON_IMAGE=(\S+)", (REPO / "mlflow" / "Dockerfile").read_text()).group(1)
@@ -194,18 +194,19 @@ def teammate_machine(team, script: str) -> str:
             "OPENAI_HOST": team.url, "GOOSE_DISABLE_KEYRING": "1"},
         volumes={str(files / "alice.env"): {"bind": "/copied/alice.env", "mode": "ro"},
                  str(files / "ca.crt"): {"bind": "/copied/ca.crt", "mode": "ro"},
-                 str(goose_binary()): {"bind": "/usr/local/bin/goose", "mode": "ro"}}).decode()
+                 str(goose): {"bind": "/usr/local/bin/goose", "mode": "ro"}}).decode()
 
 
-def test_the_guides_commands_make_goose_on_a_debian_machine_trust_the_team_ca(team):
+def test_the_guides_commands_make_goose_on_a_debian_machine_trust_the_team_ca(team, goose):
     block = guide.block("docs/team.md", "sh", "sudo update-ca-certificates")
     debian = "\n".join(line for line in block.splitlines() if not line.endswith("# macOS"))
     session = "source alice.env && goose session"
     assert session in debian
     goose_run = "source alice.env && goose run --no-session --text 'say hi' || true"
-    untrusted = teammate_machine(team, goose_run)
-    trusted = teammate_machine(team, debian.replace(session, goose_run) + "\nls ~/.config/goose-mlflow/ca.crt")
-    assert f"Could not connect to localhost:{team.https_port}" in untrusted  # the certificate failed to verify
+    untrusted = teammate_machine(team, goose, goose_run)
+    trusted = teammate_machine(team, goose, debian.replace(session, goose_run) + "\nls ~/.config/goose-mlflow/ca.crt")
+    # The CA is the only difference between the two runs: goose names a failed verification this way.
+    assert f"Could not connect to localhost:{team.https_port}" in untrusted
     assert f"Could not connect" not in trusted
     # The proxy's answer, over verified TLS: MLflow wants an account for every route.
     assert f"failed for {team.url}/v1/chat/completions. Status: 401 Unauthorized" in trusted, trusted

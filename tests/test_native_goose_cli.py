@@ -15,14 +15,9 @@ import pytest
 
 import doctor
 from harness.commands import experiment_id_in, run_sourced
-from harness.goose_cli import goose_binary
+from harness.compose_file import REPO
 from harness.llm_provider import LlmProvider
 from mlflow_api import MlflowClient
-
-
-@pytest.fixture(scope="module")
-def goose() -> Path:
-    return goose_binary()
 
 
 def test_the_pinned_build_is_goose_1_37_0(goose):
@@ -43,7 +38,9 @@ def test_goose_1_37_reaches_its_model_and_leaves_no_trace(goose, native_stack, b
     finally:
         provider.close()
     assert len(provider.requests) >= 1, result.stdout + result.stderr
-    assert "panicked" in result.stderr and "there is no reactor running" in result.stderr
+    assert (tmp_path / ".local" / "state" / "goose" / "logs").is_dir()  # its state went to the test's HOME
+    assert "thread 'OpenTelemetry.Traces.BatchProcessor'" in result.stderr
+    assert "there is no reactor running, must be called from the context of a Tokio 1.x runtime" in result.stderr
     assert client.trace_ids(experiment) == before
 
 
@@ -53,6 +50,9 @@ def test_the_doctor_names_goose_1_37_with_the_upgrade(goose):
         doctor.check_goose_cli(check)
     assert str(failed.value) == (f"goose 1.37.0 ({goose}) sends no traces: its exporter thread panics "
                                  "(aaif-goose/goose issue #9494); upgrade goose: goose update")
+    # The line README's troubleshooting table quotes, for a goose in /usr/local/bin.
+    quoted = f"FAIL {'goose-cli':<10} " + str(failed.value).replace(str(goose), "/usr/local/bin/goose")
+    assert quoted in (REPO / "README.md").read_text()
 
 
 def test_the_doctor_passes_a_shell_without_goose(tmp_path):
@@ -68,11 +68,17 @@ def a_goose_printing(directory: Path, version_output: str) -> Path:
     return script
 
 
-@pytest.mark.parametrize("printed", [" 1.50.0", "goose 1.38.1", " 1.35.2"])
+@pytest.mark.parametrize("printed", [" 1.50.0", "goose 1.38.1", " 1.35.2", " 2.37.0"])
 def test_the_doctor_passes_releases_outside_the_panicking_ones(tmp_path, printed):
     script = a_goose_printing(tmp_path, printed)
     check = doctor.Doctor(Path("."), {"PATH": str(tmp_path)}, None)
     assert doctor.check_goose_cli(check) == f"goose {printed.split()[-1]} ({script})"
+
+
+def test_the_doctor_names_goose_1_36_too(tmp_path):
+    script = a_goose_printing(tmp_path, " 1.36.0")
+    with pytest.raises(doctor.Failed, match=rf"^goose 1\.36\.0 \({script}\) sends no traces: its exporter"):
+        doctor.check_goose_cli(doctor.Doctor(Path("."), {"PATH": str(tmp_path)}, None))
 
 
 def test_the_doctor_names_a_goose_that_prints_no_version(tmp_path):

