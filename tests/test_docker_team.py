@@ -7,7 +7,6 @@ the security suite; alice and bob have accounts.
 from __future__ import annotations
 
 import http.client
-import re
 import ssl
 import sys
 import uuid
@@ -18,7 +17,7 @@ import pytest
 import stack_config as cfg
 from harness import guide
 from harness.commands import run_sourced, source_and_emit
-from harness.compose_file import REPO
+from harness.compose_file import REPO, load_compose
 from harness.project import ComposeProject, clean_copy
 
 pytestmark = pytest.mark.docker
@@ -182,13 +181,13 @@ def test_a_team_https_port_that_disagrees_with_the_public_url_is_refused_before_
 def teammate_machine(team, goose: Path, script: str) -> str:
     """`script` in bash, as root, on a Debian box beside the stack (the host's network, so `localhost` is the
     proxy's name) with alice.env, ca.crt and goose 1.37.0 copied over; its output and goose's."""
-    image = re.search(r"ARG PYTHON_IMAGE=(\S+)", (REPO / "mlflow" / "Dockerfile").read_text()).group(1)
+    image = load_compose({})["services"]["bootstrap"]["image"]  # the stack's Debian image, run as root
     files = team.directory / "users"
     # No sudo on the box; as root it changes nothing.
     prelude = "sudo() { \"$@\"; }\ncp /copied/alice.env /copied/ca.crt .\n"
     return team.engine.containers.run(
-        image, ["bash", "-euo", "pipefail", "-c", prelude + script], remove=True, network_mode="host",
-        working_dir="/root", stderr=True, environment={
+        image, ["bash", "-euo", "pipefail", "-c", prelude + script], entrypoint=[], user="root", remove=True,
+        network_mode="host", working_dir="/root", stderr=True, environment={
             # goose's model call goes to the proxy too: its answer shows whether goose's TLS trusted the CA.
             "GOOSE_PROVIDER": "openai", "GOOSE_MODEL": "gpt-4o-mini", "OPENAI_API_KEY": "sk-none",
             "OPENAI_HOST": team.url, "GOOSE_DISABLE_KEYRING": "1"},

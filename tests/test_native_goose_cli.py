@@ -20,6 +20,11 @@ from harness.llm_provider import LlmProvider
 from mlflow_api import MlflowClient
 
 
+def shell_with(directory: Path) -> doctor.Doctor:
+    """The doctor as run from a shell whose PATH is only `directory`."""
+    return doctor.Doctor(Path("."), {"PATH": str(directory)}, None)
+
+
 def test_the_pinned_build_is_goose_1_37_0(goose):
     result = subprocess.run([str(goose), "--version"], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "1.37.0"
@@ -45,9 +50,8 @@ def test_goose_1_37_reaches_its_model_and_leaves_no_trace(goose, native_stack, b
 
 
 def test_the_doctor_names_goose_1_37_with_the_upgrade(goose):
-    check = doctor.Doctor(Path("."), {"PATH": str(goose.parent)}, None)
     with pytest.raises(doctor.Failed) as failed:
-        doctor.check_goose_cli(check)
+        doctor.check_goose_cli(shell_with(goose.parent))
     assert str(failed.value) == (f"goose 1.37.0 ({goose}) sends no traces: its exporter thread panics "
                                  "(aaif-goose/goose issue #9494); upgrade goose: goose update")
     # The line README's troubleshooting table quotes, for a goose in /usr/local/bin.
@@ -56,8 +60,7 @@ def test_the_doctor_names_goose_1_37_with_the_upgrade(goose):
 
 
 def test_the_doctor_passes_a_shell_without_goose(tmp_path):
-    check = doctor.Doctor(Path("."), {"PATH": str(tmp_path)}, None)
-    assert doctor.check_goose_cli(check) == "no goose on this shell's PATH: nothing to check on this machine"
+    assert doctor.check_goose_cli(shell_with(tmp_path)) == "no goose on this shell's PATH: nothing to check on this machine"
 
 
 def a_goose_printing(directory: Path, version_output: str) -> Path:
@@ -71,17 +74,16 @@ def a_goose_printing(directory: Path, version_output: str) -> Path:
 @pytest.mark.parametrize("printed", [" 1.50.0", "goose 1.38.1", " 1.35.2", " 2.37.0"])
 def test_the_doctor_passes_releases_outside_the_panicking_ones(tmp_path, printed):
     script = a_goose_printing(tmp_path, printed)
-    check = doctor.Doctor(Path("."), {"PATH": str(tmp_path)}, None)
-    assert doctor.check_goose_cli(check) == f"goose {printed.split()[-1]} ({script})"
+    assert doctor.check_goose_cli(shell_with(tmp_path)) == f"goose {printed.split()[-1]} ({script})"
 
 
 def test_the_doctor_names_goose_1_36_too(tmp_path):
     script = a_goose_printing(tmp_path, " 1.36.0")
     with pytest.raises(doctor.Failed, match=rf"^goose 1\.36\.0 \({script}\) sends no traces: its exporter"):
-        doctor.check_goose_cli(doctor.Doctor(Path("."), {"PATH": str(tmp_path)}, None))
+        doctor.check_goose_cli(shell_with(tmp_path))
 
 
 def test_the_doctor_names_a_goose_that_prints_no_version(tmp_path):
     script = a_goose_printing(tmp_path, "usage: goose [COMMAND]")
     with pytest.raises(doctor.Failed, match=f"^{script} --version printed no version: reinstall goose$"):
-        doctor.check_goose_cli(doctor.Doctor(Path("."), {"PATH": str(tmp_path)}, None))
+        doctor.check_goose_cli(shell_with(tmp_path))
