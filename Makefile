@@ -33,6 +33,14 @@ HOST_VENV := .venv-host
 HOST_STAMP := $(HOST_VENV)/.installed-requirements
 # The tools that measure the stack import its commands and the tests' harness.
 TOOLS := PYTHONPATH=scripts:tests:bench $(VENV)/bin/python
+# The locks are resolved with the overrides and installed as they are, with
+# --no-deps: a lock is the whole closure, and pip could not resolve it itself.
+# uv resolves them (from .venv unless UV names another).
+UV ?= $(VENV)/bin/uv
+LOCK = $(UV) pip compile --native-tls --quiet --override mlflow/overrides.txt \
+	--custom-compile-command "make lock-image"
+# The image's Python version, from its base image (mlflow/Dockerfile).
+IMAGE_PYTHON = $(shell sed -n 's/^ARG PYTHON_IMAGE=python:\([0-9.]*\)-.*/\1/p' mlflow/Dockerfile)
 
 .PHONY: help up down logs team-up team-down user remove-user gateway-endpoint team-ca prune backup restore status doctor verify test mutation bench profile lock-image offline-images clean
 
@@ -135,21 +143,21 @@ bench: $(STAMP) ## Benchmark the stack against plain `mlflow server` (~45 min; w
 profile: $(STAMP) ## Profile the stack's OTLP ingest: CPU per process, py-spy, SQL per request (writes docs/profiles/)
 	$(TOOLS) bench/profile_ingest.py $(PROFILE_ARGS)
 
-lock-image: ## Rebuild the MLflow image without the lock, then rewrite mlflow/constraints.txt from it
-	: > mlflow/constraints.txt
-	$(COMPOSE) build mlflow
-	image=$$($(COMPOSE) config --format json | $(PYTHON) -c 'import json, sys; print(json.load(sys.stdin)["services"]["mlflow"]["image"])'); \
-	{ echo "# Every package in the MLflow image, pinned: the lock for mlflow/requirements.txt."; \
-	  echo "# Regenerate after changing requirements.txt (make lock-image), and review the diff."; \
-	  docker run --rm --entrypoint /opt/venv/bin/pip "$$image" freeze; } > mlflow/constraints.txt.new
-	mv mlflow/constraints.txt.new mlflow/constraints.txt
+lock-image: $(UV) ## Resolve the locks from the requirements: mlflow/constraints.txt (the image) and constraints-dev.txt
+	@# uv, for its --override: the pinned MLflow requires a package the index does
+	@# not offer (mlflow/overrides.txt says which and why). Review the diff.
+	$(LOCK) mlflow/requirements.txt --output-file mlflow/constraints.txt \
+		--python-version $(IMAGE_PYTHON) --python-platform x86_64-unknown-linux-gnu
+	$(LOCK) requirements-dev.txt --output-file constraints-dev.txt
+
+$(VENV)/bin/uv: $(STAMP)
 
 offline-images: ## Build local stand-ins for the base images (no registry needed)
 	bash tests/offline-images/build.sh
 
 $(STAMP): requirements-dev.txt requirements-host.txt constraints-dev.txt mlflow/requirements.txt
-	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --requirement requirements-dev.txt --constraint constraints-dev.txt
+	$(PYTHON) -m venv --clear $(VENV)
+	$(VENV)/bin/pip install --quiet --no-deps --requirement constraints-dev.txt
 	touch $@
 
 $(HOST_STAMP): requirements-host.txt constraints-dev.txt

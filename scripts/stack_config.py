@@ -28,14 +28,6 @@ OWNED_REMOVED_KEYS = ("OTEL_EXPORTER_OTLP_COMPRESSION", "OTEL_EXPORTER_OTLP_TRAC
 HTTP_PROTOBUF = "http/protobuf"
 
 
-# For MLflow's own client. With an S3 store behind --serve-artifacts the
-# server offers presigned S3 URLs for large uploads and for downloads; they
-# name the store's address inside the stack (http://minio:9000), which no
-# client outside can reach, so a download would hang. Through MLflow instead.
-MLFLOW_CLIENT_SETTINGS = {"MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "false",
-                          "MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD": "false"}
-
-
 def check_url(url: str, what: str) -> str:
     """`url` without a trailing slash, or a StackError naming what is wrong."""
     parsed = urllib.parse.urlsplit(url)
@@ -110,7 +102,6 @@ def goose_env(public_url: str, experiment_id: str, auth: tuple[str, str] | None 
         # goose's experiment as the active one, so runs and searches land beside the traces.
         "MLFLOW_TRACKING_URI": public_url,
         "MLFLOW_EXPERIMENT_ID": experiment_id,
-        **MLFLOW_CLIENT_SETTINGS,
     }
     if auth:
         env.update({"MLFLOW_TRACKING_USERNAME": auth[0], "MLFLOW_TRACKING_PASSWORD": auth[1]})

@@ -1,16 +1,26 @@
-"""Every package the code imports is declared and pinned; every declared package is used."""
+"""Every package the code imports is declared and pinned; every declared package is used; the locks are
+make lock-image's resolution, and .venv holds exactly the pinned MLflow (installed without mlflow-tracing,
+mlflow/overrides.txt)."""
 
 from __future__ import annotations
 
 import ast
 import importlib.util
+import inspect
+import json
 import re
+import subprocess
 import sys
 from functools import cache
 from importlib.metadata import distributions
 from pathlib import Path
 
+import pytest
+
+from harness import mlflow_install
 from harness.compose_file import REPO
+from harness.project import copy_checkout
+from test_compose_policy import MLFLOW_VERSION, pins
 
 CODE = ["scripts", "bench", "tests"]
 NOT_SCANNED = ("tests/offline-images/",)  # the stand-in images declare their own packages
@@ -19,7 +29,18 @@ PROGRAMS = {
     "moto": "the S3 stand-in (tests/offline-images/silo/s3-standin) runs on it, with the test virtualenv's python",
     "py-spy": "make profile runs its binary",
     "mutmut": "make mutation runs it",
+    "uv": "make lock-image runs it",
 }
+LOCKS = ("mlflow/constraints.txt", "constraints-dev.txt")
+# What pip check may say of an installation of the pinned MLflow: the one requirement the locks drop.
+MISSING_BY_DESIGN = [f"mlflow {MLFLOW_VERSION} requires mlflow-tracing, which is not installed."]
+
+
+def mlflow_installation(*python: str) -> dict:
+    """harness/mlflow_install.py's report, from the Python that `python` starts (its source on stdin)."""
+    result = subprocess.run([*python, "-"], input=inspect.getsource(mlflow_install), capture_output=True,
+                            text=True, check=True)
+    return json.loads(result.stdout)
 
 
 def normalise(name: str) -> str:
@@ -110,3 +131,26 @@ def test_every_declared_package_is_imported_or_runs_a_program():
     dev = declared("requirements-dev.txt")
     used = set(third_party_imports(python_files(), dev).values()) | set(PROGRAMS)
     assert declared("requirements-dev.txt") - declared("mlflow/requirements.txt") - used == set()
+
+
+def test_the_locks_are_what_make_lock_image_resolves(tmp_path):
+    """A requirement changed without `make lock-image` (or a lock edited by hand) fails here."""
+    copy = copy_checkout(tmp_path)
+    subprocess.run(["make", "--no-print-directory", "lock-image", f"UV={Path(sys.executable).with_name('uv')}"],
+                   cwd=copy, capture_output=True, text=True, check=True)
+    assert {lock: (copy / lock).read_text() for lock in LOCKS} == {lock: (REPO / lock).read_text() for lock in LOCKS}
+
+
+@pytest.mark.parametrize("lock", LOCKS)
+def test_no_lock_holds_mlflow_tracing(lock):
+    assert "mlflow-tracing" not in pins(lock)
+
+
+def test_every_file_of_mlflow_in_the_venv_is_the_pinned_releases():
+    report = mlflow_installation(sys.executable)
+    assert (report["version"], report["owners"], report["unrecorded"]) == (
+        MLFLOW_VERSION, {"mlflow": MLFLOW_VERSION, "mlflow-skinny": MLFLOW_VERSION}, [])
+
+
+def test_pip_check_in_the_venv_names_only_the_dropped_mlflow_tracing():
+    assert mlflow_installation(sys.executable)["pip_check"] == MISSING_BY_DESIGN

@@ -391,7 +391,8 @@ def test_on_gateway_writes_are_refused_on_every_api_prefix(team_deployment, team
 
 
 @pytest.mark.parametrize("path", ["/ajax-api/3.0/mlflow/scorer/invoke", "/ajax-api/3.0/mlflow/genai/evaluate/invoke",
-                                  "/ajax-api/3.0/mlflow/issues/invoke"])
+                                  "/ajax-api/3.0/mlflow/issues/invoke", "/ajax-api/3.0/mlflow/prompt-optimization/jobs",
+                                  "/api/3.0/mlflow/Scorer/invoke/"])
 def test_on_judges_on_demand_are_refused_at_the_proxy(team_deployment, team_with_evaluation, path):
     status, _, reply = team_deployment.request("POST", path, {"Content-Type": "application/json",
                                                               **team_deployment.auth("alice")}, b"{}")

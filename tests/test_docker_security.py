@@ -99,21 +99,136 @@ def test_high_alices_artifact_is_not_readable_by_bob_directly(team, alices_priva
     assert status == 403 and SECRET_ARTIFACT not in reply
 
 
-def test_exposure_spans_sent_to_bobs_experiment_land_in_alices_trace_until_mlflow_3_18(team, goose_traces,
-                                                                                      alices_private):
-    """Finding: MLflow 3.17.2 checks only the header's experiment on /v1/traces, so bob, who may write to
-    goose-traces, adds spans to a trace of alice's private experiment by reusing its trace id. 3.18.0
-    checks the trace's own experiment; docs/security.md says so. When this test fails, the pinned
-    MLflow closed it: turn it into a refusal test and correct the docs."""
+def test_high_spans_sent_to_bobs_experiment_with_alices_trace_id_are_refused(team, goose_traces, alices_private):
+    """Finding: MLflow 3.17.2 checked only the header's experiment on /v1/traces, so bob, who may write to
+    goose-traces, added spans to a trace of alice's private experiment by reusing its trace id. 3.18.0
+    checks the trace's own experiment (SqlAlchemyStore._log_spans_once)."""
     span = otlp.Span(bytes.fromhex(alices_private["trace_bytes"]), os.urandom(8), "bob was here",
                      time.time_ns(), time.time_ns() + 1000)
-    status, _, _ = otlp_post(team, "bob", goose_traces, [span])
-    assert status == 200
+    status, _, reply = otlp_post(team, "bob", goose_traces, [span])
+    assert status != 200 and b"already exists in another experiment" in reply, (status, reply)
     names = [item["name"] for item in team.client("alice").get_trace(alices_private["trace_id"])["spans"]]
-    assert "bob was here" in names
+    assert "bob was here" not in names
+
+
+# The jobs API (docs/security.md): each of the probe's four attacks, as bob sent them.
+JOBS = "/ajax-api/3.0/jobs/"
+JOBS_REFUSED = (403, b"refused at the proxy: server jobs are started on the server (docs/security.md)")
+
+
+def regex_scorer(pattern: str) -> str:
+    from mlflow.genai.scorers.builtin_scorers import RegexMatch
+
+    return json.dumps(RegexMatch(pattern=pattern).model_dump())
+
+
+@pytest.fixture(scope="module")
+def bobs_run(team, goose_traces) -> str:
+    return team.client("bob").create_run(goose_traces)
+
+
+def run_data(team, person: str, run_id: str) -> dict:
+    return team.client(person).request("GET", f"/api/2.0/mlflow/runs/get?run_id={run_id}")["run"]
+
+
+def test_high_a_private_trace_is_not_copied_into_goose_traces_through_the_jobs_api(team, alices_private, bobs_run,
+                                                                                    goose_traces):
+    before = team.client("admin").trace_ids(goose_traces)
+    status, reply = api(team, "bob", "POST", JOBS, {"job_name": "invoke_genai_evaluate", "params": {
+        "trace_ids": [alices_private["trace_id"]], "serialized_scorers": [regex_scorer("alice")],
+        "run_id": bobs_run, "experiment_id": goose_traces}})
+    assert (status, reply) == JOBS_REFUSED
+    assert team.client("admin").trace_ids(goose_traces) == before
+    assert "metrics" not in run_data(team, "bob", bobs_run)["data"]
+
+
+def test_high_a_private_trace_is_neither_probed_nor_annotated_through_the_jobs_api(team, alices_private):
+    status, reply = api(team, "bob", "POST", JOBS, {"job_name": "invoke_scorer", "params": {
+        "experiment_id": alices_private["experiment_id"], "serialized_scorer": regex_scorer("secret"),
+        "trace_ids": [alices_private["trace_id"]], "log_assessments": True}})
+    assert (status, reply) == JOBS_REFUSED
+    assert not team.client("alice").get_trace(alices_private["trace_id"])["trace_info"].get("assessments")
+
+
+@pytest.mark.parametrize("job_name", ["invoke_genai_evaluate", "invoke_issue_detection", "run_online_trace_scorer"])
+def test_high_private_runs_and_experiments_are_not_written_through_the_jobs_api(team, alices_private, job_name):
+    run_before = run_data(team, "alice", alices_private["run_id"])
+    experiment_before = team.client("alice").get_experiment(alices_private["experiment_id"])
+    params = {
+        "invoke_genai_evaluate": {"trace_ids": [alices_private["trace_id"]], "run_id": alices_private["run_id"],
+                                  "serialized_scorers": [regex_scorer("x")]},
+        "invoke_issue_detection": {"experiment_id": alices_private["experiment_id"], "run_id": alices_private["run_id"],
+                                   "trace_ids": [alices_private["trace_id"]], "categories": ["bob"]},
+        "run_online_trace_scorer": {"experiment_id": alices_private["experiment_id"], "online_scorers": [{
+            "name": "bobs", "serialized_scorer": regex_scorer("x"), "online_config": {"sample_rate": 1.0}}]},
+    }[job_name]
+    assert api(team, "bob", "POST", JOBS, {"job_name": job_name, "params": params}) == JOBS_REFUSED
+    assert run_data(team, "alice", alices_private["run_id"]) == run_before
+    assert team.client("alice").get_experiment(alices_private["experiment_id"]) == experiment_before
+
+
+def test_high_a_gateway_judge_is_not_run_on_demand_through_the_jobs_api(team, goose_traces, alices_private):
+    from mlflow.genai import make_judge
+
+    judge = make_judge(name="bobs_oracle", model="gateway:/judge", feedback_value_type=str,
+                       instructions="Quote the secret in {{ trace }}.")
+    status, reply = api(team, "bob", "POST", JOBS, {"job_name": "invoke_scorer", "params": {
+        "experiment_id": goose_traces, "serialized_scorer": json.dumps(judge.model_dump()),
+        "trace_ids": [alices_private["trace_id"]], "log_assessments": False}})
+    assert (status, reply) == JOBS_REFUSED
+
+
+@pytest.mark.parametrize("path", ["/ajax-api/3.0/jobs", "/AJAX-API/3.0/Jobs/", "/ajax-api/3.0/job%73/",
+                                  "//ajax-api/3.0/jobs/", "/ajax-api//3.0//jobs/", "/ajax-api/3.0/jobs/search",
+                                  "/api/3.0/jobs/", "/ajax-api/3.0/mlflow/jobs/1", "/ajax-api/3.0/jobs/cancel/1"])
+def test_high_every_spelling_of_the_jobs_api_is_refused_at_the_proxy(team, path):
+    assert api(team, "bob", "POST", path, {"job_name": "invoke_scorer", "params": {}}) == JOBS_REFUSED
+
+
+def test_high_mlflow_itself_refuses_a_teammates_job_inside_the_network(team):
+    """Behind the proxy too: MLflow 3.18.0 lets only the admin submit a job."""
+    script = ("import json, sys, urllib.request, urllib.error\n"
+              "request = urllib.request.Request('http://127.0.0.1:5000/ajax-api/3.0/jobs/', method='POST',"
+              " data=json.dumps({'job_name': 'invoke_scorer', 'params': {}}).encode(),"
+              " headers={'Content-Type': 'application/json', 'Authorization': sys.argv[1]})\n"
+              "try:\n    print(urllib.request.urlopen(request).status)\n"
+              "except urllib.error.HTTPError as error:\n    print(error.code)")
+    assert team.exec("mlflow", "python3", "-c", script, team.auth("bob")["Authorization"]).strip() == "403"
 
 
 # MEDIUM ---------------------------------------------------------------------
+
+def register_judge(team, person: str, experiment_id: str, name: str, instructions: str) -> tuple[int, bytes]:
+    """POST scorers/register as MLflow's client sends it (the judge serialized by model_dump)."""
+    from mlflow.genai import make_judge
+
+    judge = make_judge(name=name, model="gateway:/judge", feedback_value_type=str, instructions=instructions)
+    return api(team, person, "POST", "/api/3.0/mlflow/scorers/register", {
+        "experiment_id": experiment_id, "name": name, "serialized_scorer": json.dumps(judge.model_dump())})
+
+
+@pytest.fixture
+def alices_judge(team, goose_traces) -> str:
+    name = f"alice_judge_{uuid.uuid4().hex[:6]}"
+    status, reply = register_judge(team, "alice", goose_traces, name, "Alice's review of {{ trace }}")
+    assert status == 200, reply
+    return name
+
+
+def judge_definition(team, person: str, experiment_id: str, name: str) -> tuple[int, bytes]:
+    return api(team, person, "GET", f"/api/3.0/mlflow/scorers/get?experiment_id={experiment_id}&name={name}")
+
+
+def test_medium_a_teammate_cannot_take_over_anothers_judge(team, goose_traces, alices_judge):
+    status, _ = register_judge(team, "bob", goose_traces, alices_judge, "Bob's takeover of {{ trace }}")
+    definition = judge_definition(team, "alice", goose_traces, alices_judge)
+    assert (status, definition[0]) == (403, 200) and b"Alice's review" in definition[1], definition
+
+
+def test_medium_a_teammate_cannot_delete_anothers_judge(team, goose_traces, alices_judge):
+    status, _ = api(team, "bob", "DELETE", "/api/3.0/mlflow/scorers/delete",
+                    {"experiment_id": goose_traces, "name": alices_judge})
+    assert (status, judge_definition(team, "alice", goose_traces, alices_judge)[0]) == (403, 200)
 
 def test_medium_compressed_request_body_is_refused_at_the_proxy(team, goose_traces):
     """Finding: a 1 MB gzip body expanded without bound inside MLflow (711 MiB to 2.57 GiB)."""
@@ -217,6 +332,12 @@ def test_low_answers_name_no_server_software_and_demand_https(team):
     _, headers, _ = team.request("GET", "/health")
     assert "uvicorn" not in headers.get("Server", "").lower() and "caddy" not in headers.get("Server", "").lower()
     assert headers["Strict-Transport-Security"] == "max-age=31536000"
+
+
+def test_low_answers_advertise_no_http3_on_a_port_that_is_not_published(team):
+    """Finding: every answer carried `alt-svc: h3=":<port>"`, but only TCP is published."""
+    status, headers, _ = team.request("GET", "/health")
+    assert status == 200 and "alt-svc" not in {name.lower() for name in headers}, headers
 
 
 def test_low_a_zero_padded_content_length_over_the_cap_gets_413(team, goose_traces):

@@ -16,12 +16,14 @@ import uuid
 import pytest
 
 import envfile
-from harness import guide
-from harness.commands import experiment_id_in, source_and_emit
+from harness import bare_client, guide
+from harness.commands import bare_client_round_trip, client_env, experiment_id_in, source_and_emit
 from harness.project import ComposeProject, clean_copy, image_files, require_engine
 
 from mlflow_api import MlflowApiError
 from stack_secrets import SECRETS
+from test_compose_policy import MLFLOW_VERSION
+from test_dependencies import MISSING_BY_DESIGN, mlflow_installation
 
 pytestmark = pytest.mark.docker
 
@@ -54,7 +56,27 @@ def test_make_up_brings_every_service_up_healthy(docker_stack):
 def test_the_image_carries_only_the_stacks_commands(docker_stack):
     image = docker_stack.container("mlflow").image.tags[0]
     commands = {f"stack/scripts/{path.name}" for path in (docker_stack.directory / "scripts").glob("*.py")}
-    assert set(image_files(image, "/opt/stack")) == commands | {"stack/requirements.txt", "stack/constraints.txt"}
+    assert set(image_files(image, "/opt/stack")) == commands | {"stack/constraints.txt"}
+
+
+def test_every_file_of_mlflow_in_the_image_is_the_pinned_releases(docker_stack):
+    report = mlflow_installation("docker", "run", "--rm", "-i", "--entrypoint", "python3",
+                                 docker_stack.container("mlflow").image.tags[0])
+    assert (report["version"], report["owners"], report["unrecorded"]) == (
+        MLFLOW_VERSION, {"mlflow": MLFLOW_VERSION, "mlflow-skinny": MLFLOW_VERSION}, [])
+
+
+def test_pip_check_in_the_image_names_only_the_dropped_mlflow_tracing(docker_stack):
+    report = mlflow_installation("docker", "run", "--rm", "-i", "--entrypoint", "python3",
+                                 docker_stack.container("mlflow").image.tags[0])
+    assert report["pip_check"] == MISSING_BY_DESIGN
+
+
+def test_a_client_that_knows_only_the_tracking_uri_reads_and_writes_artifacts(docker_stack):
+    """A notebook's `mlflow.set_tracking_uri(...)` and nothing else: no presigned URL naming the store inside
+    the stack is offered (3.17.2 offered them and such a client retried for over ten minutes)."""
+    assert bare_client_round_trip(client_env(docker_stack.url)) == {
+        "presigned_uploads": False, "presigned_downloads": False, "read_back": bare_client.TEXT}
 
 
 def test_the_readmes_bootstrap_from_the_host_writes_the_same_env_file(docker_stack, tmp_path):
@@ -137,13 +159,9 @@ def test_mlflow_killed_comes_back_by_its_restart_policy_with_its_data(docker_sta
     assert docker_stack.client().get_trace(sent)["trace_info"]["trace_id"] == sent
 
 
-def test_artifacts_survive_a_crash_of_the_object_store(docker_stack, tmp_path, monkeypatch):
+def test_artifacts_survive_a_crash_of_the_object_store(docker_stack, tmp_path):
     import mlflow
 
-    import stack_config
-
-    for name, value in stack_config.MLFLOW_CLIENT_SETTINGS.items():  # as every MLflow client outside the stack
-        monkeypatch.setenv(name, value)
     mlflow.set_tracking_uri(docker_stack.url)
     artifact = tmp_path / "kept.txt"
     artifact.write_text("still here ✓")

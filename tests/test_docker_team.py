@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 import stack_config as cfg
-from harness import guide
-from harness.commands import run_sourced, source_and_emit
+from harness import bare_client, guide
+from harness.commands import bare_client_round_trip, client_env, run_sourced, source_and_emit
 from harness.compose_file import REPO, load_compose
 from harness.project import ComposeProject, clean_copy
 
@@ -157,6 +157,15 @@ def test_a_persons_mlflow_client_logs_and_reads_back_an_artifact_through_the_pro
                          f"bob-{uuid.uuid4().hex[:6]}")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "via the proxy"
+
+
+def test_a_client_that_knows_only_the_tracking_uri_and_an_account_reads_and_writes_artifacts(team):
+    """A teammate's notebook: the public URL, bob's account and the team CA, none of the env file's other
+    settings. No presigned URL naming the store inside the stack is offered."""
+    env = {**client_env(team.url), "MLFLOW_TRACKING_USERNAME": "bob", "MLFLOW_TRACKING_PASSWORD": team.password("bob"),
+           "MLFLOW_TRACKING_SERVER_CERT_PATH": team.ca}
+    assert bare_client_round_trip(env) == {
+        "presigned_uploads": False, "presigned_downloads": False, "read_back": bare_client.TEXT}
 
 
 def test_a_team_https_port_that_disagrees_with_the_public_url_is_refused_before_anything_starts(tmp_path):

@@ -2,7 +2,7 @@
 
 MLflow: data written by the previous minor release stays readable.
 The previous release's image is built from the same Dockerfile with the older
-pin (its own tag, its own lock left empty), in a clean copy whose pin is then
+pin (its own tag, its own lock from `make lock-image`), in a clean copy whose pin is then
 moved back to the current one, as an upgrade moves it. Tests run in file order
 on one project: a sabotaged migration fails `make up` and changes nothing; the
 real one backs up first and upgrades; going back to the older image is refused.
@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -30,10 +32,11 @@ pytestmark = pytest.mark.docker
 # An older major version of PostgreSQL than compose.yaml's (tests/offline-images builds it).
 OLDER_POSTGRES_IMAGE = "postgres:15-bookworm"
 # The newest release of the minor before the pinned one on the package index; move it with the pin.
-PREVIOUS_MLFLOW = "3.16.1"
-PINNED_FILES = ("compose.yaml", "mlflow/requirements.txt", "mlflow/constraints.txt")
-# A table MLflow 3.17's last migration creates: made by hand first, it makes that migration fail.
-CREATED_BY_THE_UPGRADE = "scheduler_leases"
+PREVIOUS_MLFLOW = "3.17.2"
+PINNED_FILES = ("compose.yaml", "mlflow/requirements.txt", "mlflow/overrides.txt", "mlflow/constraints.txt",
+                "constraints-dev.txt")
+# A table MLflow 3.18's first migration creates: made by hand first, it makes that migration fail.
+CREATED_BY_THE_UPGRADE = "skills"
 
 
 def test_the_previous_release_is_the_minor_before_the_pin():
@@ -42,7 +45,8 @@ def test_the_previous_release_is_the_minor_before_the_pin():
 
 
 def pin_mlflow(directory: Path, version: str) -> None:
-    """Point the copy at `version`: the image's tag and pin, and an empty lock (each release locks its own)."""
+    """Point the copy at `version`: the image's tag and pin, and its own lock by `make lock-image` (every
+    requirement of the previous release is on the index: no override)."""
     for name in PINNED_FILES:
         shutil.copy2(REPO / name, directory / name)
     if version == MLFLOW_VERSION:
@@ -50,7 +54,9 @@ def pin_mlflow(directory: Path, version: str) -> None:
     requirements = directory / "mlflow/requirements.txt"
     requirements.write_text(re.sub(r"^mlflow\[auth\]==\S+$", f"mlflow[auth]=={version}",
                                    requirements.read_text(), flags=re.M))
-    (directory / "mlflow/constraints.txt").write_text("# none: this release's own resolution\n")
+    (directory / "mlflow/overrides.txt").write_text("")
+    subprocess.run(["make", "--no-print-directory", "lock-image", f"UV={Path(sys.executable).with_name('uv')}"],
+                   cwd=directory, capture_output=True, text=True, check=True)
     compose = directory / "compose.yaml"
     compose.write_text(compose.read_text().replace(f"goose-mlflow/mlflow:{MLFLOW_VERSION}",
                                                    f"goose-mlflow/mlflow:{version}"))
@@ -139,7 +145,7 @@ def test_a_database_newer_than_the_image_is_refused_naming_the_backup_to_restore
     pin_mlflow(older.directory, PREVIOUS_MLFLOW)
     result = older.run("make", "up", check=False)
     assert result.returncode != 0
-    assert "which MLflow 3.16.1 does not know: a newer MLflow wrote it" in result.stderr
+    assert f"which MLflow {PREVIOUS_MLFLOW} does not know: a newer MLflow wrote it" in result.stderr
     assert f"make restore FILE=backups/{newest_readable.name} FORCE=1" in result.stderr
     pin_mlflow(older.directory, MLFLOW_VERSION)
 

@@ -36,8 +36,6 @@ def test_fresh_file_has_export_lines_for_every_goose_setting():
         "export OTEL_SERVICE_NAME=goose",
         "export MLFLOW_TRACKING_URI=http://localhost:5000",
         "export MLFLOW_EXPERIMENT_ID=7",
-        "export MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD=false",
-        "export MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD=false",
     ]
 
 

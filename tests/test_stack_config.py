@@ -163,8 +163,6 @@ def test_goose_env_without_auth_holds_the_otel_settings_and_mlflows_client():
         "OTEL_SERVICE_NAME": "goose",
         "MLFLOW_TRACKING_URI": "http://localhost:5000",
         "MLFLOW_EXPERIMENT_ID": "7",
-        "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "false",
-        "MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD": "false",
     }
 
 
@@ -232,8 +230,3 @@ def test_percent_encoded_header_is_what_urllib_quote_makes_with_nothing_safe():
 def test_traces_ui_url_opens_the_experiments_traces_tab():
     assert cfg.traces_ui_url("http://localhost:5000", "12") == "http://localhost:5000/#/experiments/12/traces"
 
-
-def test_mlflow_clients_of_a_person_download_through_mlflow_not_from_the_store():
-    env = cfg.goose_env("https://h.example", "1", auth=("u", "p"))
-    assert env["MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD"] == "false"
-    assert env["MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD"] == "false"

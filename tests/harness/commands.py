@@ -16,6 +16,7 @@ from harness.native import SCRIPTS
 
 EMITTER = Path(__file__).with_name("otel_emit.py")
 POPULATE = Path(__file__).with_name("populate.py")
+BARE_CLIENT = Path(__file__).with_name("bare_client.py")
 
 
 def run_script(name: str, *args: str, env: Mapping[str, str] | None = None,
@@ -49,9 +50,8 @@ def experiment_id_in(env_file: Path) -> str:
 
 
 def client_env(url: str) -> dict[str, str]:
-    """A bare environment with MLflow's own client pointed at a local stack (the settings team env files carry)."""
-    return {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), "MLFLOW_TRACKING_URI": url,
-            **cfg.MLFLOW_CLIENT_SETTINGS}
+    """A bare environment with MLflow's own client pointed at a stack by its URL alone, as a notebook's is."""
+    return {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), "MLFLOW_TRACKING_URI": url}
 
 
 def populate(env: Mapping[str, str] | None = None, env_file: Path | None = None) -> dict[str, str]:
@@ -72,3 +72,12 @@ def fill(env_file: Path, sessions: int, client: Mapping[str, str] | None = None)
     for n in range(sessions):
         source_and_emit(env_file, f"{env_file.stem}-{n}-{uuid.uuid4().hex[:6]}")
     return populate(client) if client is not None else populate(env_file=env_file)
+
+
+def bare_client_round_trip(env: Mapping[str, str]) -> dict:
+    """harness/bare_client.py with MLflow's client configured by `env` alone: what the server advertised and
+    the artifact's text read back. Two minutes at most: a client sent to the store's inside address hangs."""
+    result = subprocess.run([sys.executable, str(BARE_CLIENT)], env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.splitlines()[-1])
