@@ -18,6 +18,13 @@ STACK_FILES = $(shell id=$$($(COMPOSE) ps --all --quiet mlflow 2>/dev/null | hea
 	[ -z "$$id" ] || docker inspect --format '{{index .Config.Labels "com.docker.compose.project.config_files"}}' "$$id" \
 	| tr ',' '\n' | sed 's/^/-f /')
 STACK_COMPOSE = $(COMPOSE) $(STACK_FILES)
+# The retention limit the stack runs with: its retention container's (a restore starts it again as it was
+# created), else the settings' (none created yet).
+RUNNING_RETENTION = $(shell id=$$($(COMPOSE) ps --all --quiet retention 2>/dev/null | head -n 1); \
+	if [ -n "$$id" ]; then docker inspect --format '{{range .Config.Env}}{{println .}}{{end}}' "$$id" \
+	| sed -n 's/^TRACE_RETENTION_DAYS=//p'; else $(SETTINGS) setting TRACE_RETENTION_DAYS; fi)
+# What make restore tells restore.py: FORCE, PRUNE, and the limit the stack starts again with.
+RESTORE_FLAGS = $(if $(FORCE),--force) $(if $(PRUNE),--prune) --retention-days "$(RUNNING_RETENTION)"
 # `make up` of the running stack, in its mode, with its containers as they
 # were created (the proxy keeps its port): what a restore ends with.
 RESTART = $(MAKE) --no-print-directory up COMPOSE="$(STACK_COMPOSE)" UP_FLAGS=--no-recreate \
@@ -103,22 +110,25 @@ team-ca: ## Team mode, local CA: copy the CA certificate to users/ca.crt for tea
 
 prune: ## Delete traces older than TRACE_RETENTION_DAYS now, in every experiment (the stack does it hourly)
 	@# Through the entrypoint: in team mode it reads the admin's password file.
-	@$(COMPOSE) exec retention docker-entrypoint.sh python3 scripts/retention.py
+	@# With the limit .env sets now, which the running stack must have been started with.
+	@configured=$$($(SETTINGS) setting TRACE_RETENTION_DAYS) && \
+	$(COMPOSE) exec retention docker-entrypoint.sh python3 scripts/retention.py --configured "$$configured"
 
 backup: ## Back up databases and artifacts into backups/goose-mlflow-<UTC time>.tar, while goose keeps sending
 	@mkdir -p -m 700 backups
 	@$(STACK_COMPOSE) run --rm --no-deps migrate python3 scripts/backup.py
 
-restore: ## Restore a backup into this stack, which must hold no data (FILE=backups/....tar [FORCE=1])
+restore: ## Restore a backup into this stack, which must hold no data (FILE=backups/....tar [FORCE=1] [PRUNE=1])
 	@test -n "$(FILE)" || { echo "make restore: say which backup: make restore FILE=backups/goose-mlflow-....tar" >&2; exit 2; }
 	@test -f "$(FILE)" || { echo "make restore: $(FILE) is not a file; make backup writes them into backups/" >&2; exit 2; }
 	@# Checked while everything runs; only then is MLflow stopped, the stores
-	@# replaced, and the stack started again (its migrate job upgrades an older backup).
+	@# replaced, and the stack started again (its migrate job upgrades an older backup)
+	@# with the retention limit of .env, which must delete none of the backup's traces (or PRUNE=1).
 	@$(STACK_COMPOSE) run --rm --no-deps --volume "$(abspath $(FILE)):/restore/$(notdir $(FILE)):ro" migrate \
-		python3 scripts/restore.py --check $(if $(FORCE),--force) "/restore/$(notdir $(FILE))"
+		python3 scripts/restore.py --check $(RESTORE_FLAGS) "/restore/$(notdir $(FILE))"
 	@$(STACK_COMPOSE) stop $(if $(findstring compose.team.yaml,$(STACK_FILES)),proxy) retention mlflow
 	@$(STACK_COMPOSE) run --rm --no-deps --volume "$(abspath $(FILE)):/restore/$(notdir $(FILE)):ro" migrate \
-		python3 scripts/restore.py $(if $(FORCE),--force) "/restore/$(notdir $(FILE))" \
+		python3 scripts/restore.py $(RESTORE_FLAGS) "/restore/$(notdir $(FILE))" \
 		|| { echo "make restore: failed (see above); starting the stack again" >&2; $(RESTART) >/dev/null 2>&1; exit 1; }
 	@$(RESTART)
 
@@ -137,7 +147,7 @@ test: $(STAMP) ## Create .venv and run every test (Docker ones when an engine an
 mutation: $(STAMP) ## Mutation testing of scripts/ (slow, not in CI): the share of planted bugs the tests catch
 	$(VENV)/bin/python tests/mutation/report.py $(MUTATION_ARGS)
 
-bench: $(STAMP) ## Benchmark the stack against plain `mlflow server` (~45 min; writes docs/benchmarks.md)
+bench: $(STAMP) ## Benchmark the stack against plain `mlflow server` (~25 min on 2 cores; writes docs/benchmarks.md)
 	$(TOOLS) bench/bench.py $(BENCH_ARGS)
 
 profile: $(STAMP) ## Profile the stack's OTLP ingest: CPU per process, py-spy, SQL per request (writes docs/profiles/)

@@ -159,14 +159,28 @@ def take_backup(directory: Path, reason: str = "make backup") -> Path:
                         "artifacts": copy_artifacts(archive, bucket)}
             manifest["members"] = dict(archive.checksums)
             archive.add_bytes(MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
+            tar.close()
+            # On disk before it gets its name: a crash after the link must not leave a named, empty file.
+            file.flush()
+            os.fsync(file.fileno())
         # A link, not a rename: it fails rather than replace a backup of the same second.
         os.link(partial, final)
+        sync_directory(directory)
     except FileExistsError:
         raise StackError(f"{final} exists already (another backup in the same second); run it again") from None
     finally:
         partial.unlink(missing_ok=True)
     give_to_directory_owner(final)
     return final
+
+
+def sync_directory(directory: Path) -> None:
+    """The folder's entries (a new backup's name) on disk."""
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def prepare_directory(directory: Path) -> None:

@@ -6,13 +6,15 @@ so that the server never migrates by itself (MLflow's store migrates a
 database silently at start-up when a release adds tables). For each database
 (tracking; accounts in team mode), its alembic revision against the image's:
 
-  none yet     a new database: MLflow creates its schema when it starts
+  none yet     a new database: the tracking schema is made here as MLflow's server would make it
+               (the accounts' by MLflow when it starts)
   the same     nothing to do
   older        back up everything first (backup.py), then MLflow's own upgrade:
                `mlflow db upgrade` (tracking), `python -m mlflow.server.auth db upgrade` (accounts)
   unknown      a newer MLflow wrote it: stop, naming the backup to restore
 
-Any failure exits 1 with one line, and `make up` fails with it.
+Then the tracking database refuses the experiment tags the stack keeps out (store.refuse_experiment_tags:
+issue-detection schedules, docs/security.md). Any failure exits 1 with one line, and `make up` fails with it.
 """
 
 from __future__ import annotations
@@ -55,7 +57,10 @@ def plan(databases: list[store.Database], directory: Path) -> list[tuple[store.D
     behind = []
     for database in databases:
         current, head = store.schema_revision(database), store.image_head(database)
-        if current is None:
+        if current is None and database.kind == "tracking":
+            store.create_schema(database)
+            log(f"{database.kind} database {database.name}: new; created MLflow {mlflow_version()}'s schema {head}")
+        elif current is None:
             log(f"{database.kind} database {database.name}: new; MLflow {mlflow_version()} creates its schema")
         elif current == head:
             log(f"{database.kind} database {database.name}: schema {head}, as MLflow {mlflow_version()} expects")
@@ -91,18 +96,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def upgrade_all(databases: list[store.Database], directory: Path) -> str:
+    """Each database behind the image upgraded, after one backup of everything; what was done."""
+    behind = plan(databases, directory)
+    if not behind:
+        return "migrate: nothing to upgrade"
+    log(f"MLflow {mlflow_version()} expects a newer schema; backing up before the upgrade")
+    backup = take_backup(directory, reason=f"before the upgrade to MLflow {mlflow_version()}")
+    log(f"backup written: backups/{backup.name}")
+    for database, current, head in behind:
+        upgrade(database, current, head, backup)
+    return f"migrate: upgraded to MLflow {mlflow_version()}'s schema; backup first: backups/{backup.name}"
+
+
 def run(args: argparse.Namespace) -> str:
     with store.one_line_errors():
         databases = store.databases()
-        behind = plan(databases, args.backups)
-        if not behind:
-            return "migrate: nothing to upgrade"
-        log(f"MLflow {mlflow_version()} expects a newer schema; backing up before the upgrade")
-        backup = take_backup(args.backups, reason=f"before the upgrade to MLflow {mlflow_version()}")
-        log(f"backup written: backups/{backup.name}")
-        for database, current, head in behind:
-            upgrade(database, current, head, backup)
-    return f"migrate: upgraded to MLflow {mlflow_version()}'s schema; backup first: backups/{backup.name}"
+        done = upgrade_all(databases, args.backups)
+        store.refuse_experiment_tags(databases[0])
+        log(f"tracking database {databases[0].name}: experiment tags refused: "
+            f"{', '.join(store.REFUSED_EXPERIMENT_TAGS)}")
+    return done
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,8 @@ changed until the first three pass:
    from a newer MLflow is refused);
 3. the stack: it holds no trace, run, model, artifact, experiment but
    Default and the bootstrap's, or account but the admin (a fresh `make up`),
-   unless --force;
+   unless --force; and the retention limit it will start with deletes none of
+   the backup's traces (counted in its dump), unless --prune;
 4. each database's schema is replaced by the dump; artifacts are uploaded;
 5. team mode: the admin account gets this stack's admin password (a backup
    carries only the old stack's hash of it);
@@ -28,7 +29,9 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from contextlib import closing
+from datetime import datetime, timezone
 from pathlib import Path
 
 from psycopg2 import sql
@@ -36,6 +39,7 @@ from psycopg2 import sql
 import store
 from backup import CHUNK, MANIFEST, mlflow_version, read_manifest
 from errors import StackError, reason_in, run_command
+from retention import DAY_MS, retention_days
 
 # What a stack may hold and still count as empty: MLflow's Default experiment and the bootstrap's.
 EMPTY_WHEN_ZERO = ("runs", "traces", "registered_models", "logged_models")
@@ -107,6 +111,50 @@ def held_data(databases: list[store.Database], bucket: store.Bucket) -> list[str
     if objects:
         held.append(f"{objects} artifacts")
     return held
+
+
+def trace_start_times(path: Path) -> list[int]:
+    """Each trace's start (timestamp_ms) in the backup's tracking dump, read by pg_restore as COPY text."""
+    with tarfile.open(path, mode="r:") as tar, tempfile.TemporaryDirectory() as scratch:
+        dump = Path(scratch) / "tracking.dump"
+        with open(dump, "wb") as file:
+            stream = tar.extractfile("databases/tracking.dump")
+            while chunk := stream.read(CHUNK):
+                file.write(chunk)
+        result = subprocess.run(["pg_restore", "--data-only", "--table=trace_info", "--file=-", str(dump)],
+                                capture_output=True, text=True)
+    if result.returncode != 0:
+        raise StackError(f"reading the traces of {path.name} failed: {reason_in(result.stderr, 'pg_restore')}")
+    starts, column = [], None
+    for line in result.stdout.splitlines():
+        if column is None:
+            if line.startswith("COPY ") and ".trace_info (" in line:
+                column = [name.strip() for name in line.split("(", 1)[1].split(")", 1)[0].split(",")].index(
+                    "timestamp_ms")
+        elif line == "\\.":
+            break
+        else:
+            starts.append(int(line.split("\t")[column]))
+    return starts
+
+
+def check_retention(path: Path, days: int | None, prune: bool, now_ms: int) -> str | None:
+    """What the retention limit the stack starts with will delete of the backup's traces: refused unless
+    `prune`, said when pruned, None when nothing goes."""
+    if days is None:
+        return None
+    cutoff_ms = now_ms - days * DAY_MS
+    starts = trace_start_times(path)
+    doomed = sum(1 for start in starts if start <= cutoff_ms)
+    if not doomed:
+        return None
+    cutoff = datetime.fromtimestamp(cutoff_ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    what = (f"TRACE_RETENTION_DAYS={days} deletes {doomed:,} of this backup's {len(starts):,} traces (those "
+            f"started before {cutoff}) as soon as the stack starts again")
+    if not prune:
+        raise StackError(f"{what}. To keep them, remove TRACE_RETENTION_DAYS from .env (or raise it) and run "
+                         "make up, then restore; to restore and let them go, add PRUNE=1")
+    return f"{what} (PRUNE=1)"
 
 
 def restore_database(database: store.Database, dump: Path) -> None:
@@ -202,6 +250,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--force", action="store_true", help="replace what the stack holds (default: refuse)")
     parser.add_argument("--check", action="store_true",
                         help="check the file and that the stack may take it, change nothing")
+    parser.add_argument("--retention-days", metavar="DAYS", default=None,
+                        help="TRACE_RETENTION_DAYS the stack starts with after the restore (make restore: .env's)")
+    parser.add_argument("--prune", action="store_true",
+                        help="restore even if that limit deletes some of the backup's traces (default: refuse)")
     return parser.parse_args(argv)
 
 
@@ -216,6 +268,9 @@ def run(args: argparse.Namespace) -> str | None:
         if held and not args.force:
             raise StackError(f"this stack holds data already ({', '.join(held)}); restore into a fresh stack "
                              "(docker compose down -v, then make up), or give FORCE=1 to replace it")
+        pruned = check_retention(args.file, retention_days(args.retention_days), args.prune, int(time.time() * 1000))
+        if pruned:
+            log(pruned)
         if args.check:
             log(f"{args.file.name}: every checksum matches (MLflow {manifest['mlflow_version']}, taken "
                 f"{manifest['created']}); this stack {'holds data, which FORCE=1 replaces' if held else 'is empty'}: "
@@ -229,7 +284,7 @@ def run(args: argparse.Namespace) -> str | None:
         if admin:
             log(f"account {admin} takes this stack's admin password")
         lines = check_counts(manifest, databases, objects)
-    return "\n".join([f"Restored {args.file.name}:", *lines])
+    return "\n".join([f"Restored {args.file.name}:", *lines, *([f"retention: {pruned}"] if pruned else [])])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -54,6 +54,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="repeat every this many seconds, as a service (default: once)")
     parser.add_argument("--timeout", type=float, default=cfg.DEFAULT_TIMEOUT_S,
                         help="seconds to wait for MLflow to become healthy (default: %(default)s)")
+    parser.add_argument("--configured", metavar="DAYS",
+                        help="TRACE_RETENTION_DAYS as .env and the shell set it now (make prune): refused when the "
+                             "running stack was started with another value")
     return parser.parse_args(argv)
 
 
@@ -103,7 +106,18 @@ def run_every(client: MlflowClient, days: int | None, batch: int, seconds: float
         time.sleep(seconds)
 
 
+def check_applied(running: str | None, configured: str | None) -> None:
+    """`make prune` acts with the running stack's limit: refuse when .env now says otherwise."""
+    if configured is None or (running or "").strip() == configured.strip():
+        return
+    now = f"TRACE_RETENTION_DAYS={configured}" if configured.strip() else "no TRACE_RETENTION_DAYS"
+    before = f"with TRACE_RETENTION_DAYS={running}" if (running or "").strip() else "without TRACE_RETENTION_DAYS"
+    raise StackError(f".env (or your shell) sets {now}, but the running stack was started {before}: "
+                     "run make up to apply it (its hourly pass then uses it), then make prune; nothing was deleted")
+
+
 def run(args: argparse.Namespace) -> str | None:
+    check_applied(args.days, args.configured)
     days = retention_days(args.days)
     if args.batch < 1:
         raise StackError(f"--batch {args.batch}: give 1 or more traces per delete")

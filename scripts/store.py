@@ -49,6 +49,15 @@ def one_line_errors(where: str | None = None) -> Iterator[None]:
         raise StackError(f"{where or 'object store'}: {exc}") from None
 
 
+# Experiment tags the tracking database refuses, for every account. MLflow 3.18.0's issue-detection
+# dispatcher (a periodic task of the job runner, EVALUATION=on) runs detection with the model an
+# experiment's schedule tag names, the team's gateway endpoint included, as the job runner's account; and
+# any account that may edit an experiment (every teammate, on goose-traces) may set that tag
+# (docs/security.md). Kept out by a trigger, which no request through MLflow can get around.
+REFUSED_EXPERIMENT_TAGS = ("mlflow.issueDetection.schedule",)
+GUARD = "goose_mlflow_refused_experiment_tag"
+
+
 def started_judges(database: Database) -> list[dict]:
     """Judges started on an experiment (online scoring with a sampling rate above 0): they score new traces
     only while MLflow's job runner runs (EVALUATION=on)."""
@@ -185,6 +194,32 @@ def artifact_bucket(environ: dict[str, str] | os._Environ = os.environ) -> Bucke
                          "in the stack's migrate service (docker compose run --rm migrate ...)")
     prefix = parts.path.strip("/")
     return Bucket(parts.netloc, f"{prefix}/" if prefix else "", environ.get("MLFLOW_S3_ENDPOINT_URL") or None)
+
+
+def create_schema(database: Database) -> None:
+    """A new tracking database gets the image's schema as MLflow's server would make it at start-up
+    (mlflow.store.db.utils._initialize_tables: its tables, then its migrations up to the head)."""
+    from mlflow.store.db.utils import _initialize_tables, create_sqlalchemy_engine_with_retry
+
+    engine = create_sqlalchemy_engine_with_retry(database.uri)
+    try:
+        _initialize_tables(engine)
+    finally:
+        engine.dispose()
+
+
+def refuse_experiment_tags(database: Database) -> None:
+    """(Re)install the trigger that refuses REFUSED_EXPERIMENT_TAGS on experiments, in one transaction."""
+    keys = ", ".join(f"'{key}'" for key in REFUSED_EXPERIMENT_TAGS)
+    with closing(database.connect()) as connection, connection, connection.cursor() as cursor:
+        cursor.execute(f"""
+            CREATE OR REPLACE FUNCTION {GUARD}() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                RAISE EXCEPTION 'experiment tag % is refused by this stack: an issue-detection schedule would run on the team''s gateway model as the server (docs/security.md)', NEW.key;
+            END $$;
+            DROP TRIGGER IF EXISTS {GUARD} ON experiment_tags;
+            CREATE TRIGGER {GUARD} BEFORE INSERT OR UPDATE ON experiment_tags
+                FOR EACH ROW WHEN (NEW.key IN ({keys})) EXECUTE FUNCTION {GUARD}();""")
 
 
 def image_head(database: Database) -> str:

@@ -69,3 +69,15 @@ def test_compose_files_are_split_by_compose_path_separator():
     assert settings.compose_files({"COMPOSE_FILE": "compose.yaml;compose.external.yaml",
                                    "COMPOSE_PATH_SEPARATOR": ";"}, team=True) == [
         "compose.yaml", "compose.team.yaml", "compose.external.yaml"]
+
+
+@pytest.mark.parametrize("dot_env, shell, printed", [("TRACE_RETENTION_DAYS=30\n", {}, "30\n"),
+                                                     ("TRACE_RETENTION_DAYS=30\n", {"TRACE_RETENTION_DAYS": "7"}, "7\n"),
+                                                     ("", {}, "\n")])
+def test_one_setting_is_printed_as_compose_reads_it(tmp_path, monkeypatch, capsys, dot_env, shell, printed):
+    (tmp_path / ".env").write_text(dot_env)
+    monkeypatch.delenv("TRACE_RETENTION_DAYS", raising=False)
+    for name, value in shell.items():
+        monkeypatch.setenv(name, value)
+    assert settings.main(["--directory", str(tmp_path), "setting", "TRACE_RETENTION_DAYS"]) == 0
+    assert capsys.readouterr().out == printed

@@ -370,6 +370,14 @@ def test_on_a_person_cannot_add_a_provider_key_even_inside_the_network(team_depl
     assert team_deployment.inside("bob", "create_gateway_secret('bobs-key', 'openai', 'sk-bob', {})") == "403"
 
 
+def test_on_a_person_cannot_read_the_provider_keys_even_inside_the_network(team_deployment, team_with_evaluation):
+    """Past the proxy, as bob: MLflow answers the key listing (403 with make user's DENY, or key names
+    only); the key itself is in no answer."""
+    provider, _, _ = team_with_evaluation
+    listing = team_deployment.inside("bob", "gateway_secrets()")
+    assert listing and provider.api_key not in listing
+
+
 @pytest.mark.parametrize("path", ["/gateway/judge/mlflow/invocations", "/gateway/mlflow/v1/chat/completions"])
 def test_on_a_person_cannot_call_the_gateway_model_with_the_teams_key(team_deployment, team_with_evaluation, path):
     provider, _, _ = team_with_evaluation
@@ -404,3 +412,42 @@ def test_on_the_gateway_endpoints_stay_listed_for_the_ui(team_deployment, team_w
     status, _, reply = team_deployment.request("GET", "/ajax-api/3.0/mlflow/gateway/endpoints/list",
                                                team_deployment.auth("bob"))
     assert status == 200
+
+
+def test_on_a_teammate_cannot_schedule_issue_detection_on_the_teams_key(team_deployment, team_with_evaluation):
+    """Found reading for other ways into job functions: MLflow 3.18.0's issue-detection dispatcher runs, as
+    the job runner's account, for every experiment carrying a schedule tag, with the model the tag names; the
+    tag is an ordinary experiment tag (EDIT on goose-traces suffices). Bob schedules hourly detection on the
+    team's gateway endpoint, due the minute after a reply; one dispatcher pass (MLflow's scheduler runs it
+    every 15 minutes) is run here by hand. The database refuses the tag (store.refuse_experiment_tags)."""
+    from mlflow.genai.discovery.schedule import (DetectionCadence, DetectionSchedule, DetectionScheduleState,
+                                                 ScheduleModel)
+    from mlflow.utils.mlflow_tags import MLFLOW_ISSUE_DETECTION_SCHEDULE, MLFLOW_ISSUE_DETECTION_SCHEDULE_STATE
+
+    provider, _, _ = team_with_evaluation
+    source_and_emit(team_deployment.person_env_file("bob"), f"detected-{uuid.uuid4().hex[:6]}")
+    time.sleep(61 - time.time() % 60)  # the reply lies before the occurrence's fire time, inside its window
+    fired = time.gmtime(time.time() - 1)
+    schedule = DetectionSchedule(cadence=DetectionCadence.HOURLY, model=ScheduleModel(endpoint_name="judge"),
+                                 fire_time=time.strftime("%H:%M", fired))
+    due = DetectionScheduleState(last_fire_time_ms=int(time.time() * 1000) - 3 * 3600 * 1000, timing=schedule.timing)
+    goose_traces = team_deployment.client("admin").get_experiment_by_name("goose-traces")["experiment_id"]
+    answers = {key: team_deployment.request("POST", "/api/2.0/mlflow/experiments/set-experiment-tag", {
+        "Content-Type": "application/json", **team_deployment.auth("bob")}, json.dumps({
+            "experiment_id": goose_traces, "key": key, "value": value}).encode())
+               for key, value in ((MLFLOW_ISSUE_DETECTION_SCHEDULE, schedule.to_json()),
+                                  (MLFLOW_ISSUE_DETECTION_SCHEDULE_STATE, due.to_json()))}
+    asked = len(provider.requests)
+    dispatcher = ("import os; os.environ['_MLFLOW_SERVER_FILE_STORE'] = os.environ['MLFLOW_BACKEND_STORE_URI']\n"
+                  "from mlflow.genai.discovery.scheduler import run_issue_detection_scheduler\n"
+                  "run_issue_detection_scheduler()")
+    team_deployment.exec("mlflow", "env", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true",
+                         "MLFLOW_SERVER_JOB_EXECUTION_ENGINE=executor", "docker-entrypoint.sh", "python3", "-c",
+                         dispatcher)
+    deadline = time.monotonic() + 150
+    while len(provider.requests) == asked and time.monotonic() < deadline:
+        time.sleep(5)
+    jobs = team_deployment.sql("SELECT count(*) FROM jobs WHERE job_name = 'scheduled_issue_detection'")
+    status, _, reply = answers[MLFLOW_ISSUE_DETECTION_SCHEDULE]
+    assert (len(provider.requests) - asked, jobs) == (0, "0"), (status, reply)
+    assert status == 400 and b"is refused by this stack" in reply, (status, reply)

@@ -16,6 +16,7 @@ import os
 import stat
 import subprocess
 import tarfile
+import time
 import uuid
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from harness.commands import experiment_id_in, fill, source_and_emit
 from harness.project import REPO_OWNER_UID, ComposeProject, clean_copy, filled_stack, require_engine
 from harness.team import TeamDeployment
 from stack_secrets import SECRETS
+from test_docker_stack import send_aged_trace, wait_for_log
 
 pytestmark = pytest.mark.docker
 
@@ -211,6 +213,33 @@ def test_make_status_shows_health_disk_schema_traces_and_the_last_backup(local):
     newest = max((local.directory / "backups").glob("goose-mlflow-*.tar"), key=lambda path: path.stat().st_mtime)
     assert f"backups/{newest.name}: " in output
     assert output.rstrip().splitlines()[-1].startswith("Next: ")
+
+
+def test_a_restore_the_retention_limit_would_undo_is_refused_until_pruning_is_said(local):
+    """A backup holding a trace of 40 days ago, then TRACE_RETENTION_DAYS=30 applied (make up; the retention
+    service deletes that trace): make restore names how many of the backup's traces the limit deletes when the
+    stack starts again and changes nothing; PRUNE=1 restores and says so, and the service deletes it again."""
+    old = send_aged_trace(local, experiment_id_in(local.env_file), 40)
+    archive = local.backup()
+    total = int(local.sql("SELECT count(*) FROM trace_info"))
+    local.env["TRACE_RETENTION_DAYS"] = "30"
+    try:
+        local.up()
+        wait_for_log(local, "retention", "Retention: 30 days")
+        before = local.table_digests()
+        refused = local.restore(archive, "FORCE=1", check=False)
+        [error] = restore_errors(refused)
+        assert refused.returncode != 0 and error.startswith(
+            f"restore: error: TRACE_RETENTION_DAYS=30 deletes 1 of this backup's {total:,} traces (those started before ")
+        assert mlflow_is_healthy(local) and local.table_digests() == before
+        pruned = local.restore(archive, "FORCE=1", "PRUNE=1")
+        assert f"retention: TRACE_RETENTION_DAYS=30 deletes 1 of this backup's {total:,} traces" in pruned.stdout
+        deadline = time.monotonic() + 180  # the service's first pass after its restart
+        while old in local.client().trace_ids(experiment_id_in(local.env_file)) and time.monotonic() < deadline:
+            time.sleep(3)
+        assert old not in local.client().trace_ids(experiment_id_in(local.env_file))
+    finally:
+        del local.env["TRACE_RETENTION_DAYS"]
 
 
 # Team mode --------------------------------------------------------------------

@@ -220,6 +220,21 @@ def test_make_prune_applies_the_limit_now(docker_stack, retention_30):
     assert old not in docker_stack.client().trace_ids(experiment)
 
 
+def test_make_prune_refuses_a_limit_the_running_stack_was_not_started_with(docker_stack, retention_30):
+    """A new limit written to the settings without `make up`: make prune says so and deletes nothing."""
+    experiment = docker_stack.client().create_experiment(f"unapplied-{uuid.uuid4().hex[:6]}")
+    kept = send_aged_trace(docker_stack, experiment, 10)
+    docker_stack.env["TRACE_RETENTION_DAYS"] = "7"
+    try:
+        result = docker_stack.run("make", "prune", check=False)
+    finally:
+        docker_stack.env["TRACE_RETENTION_DAYS"] = "30"
+    assert result.returncode != 0
+    assert ("retention: error: .env (or your shell) sets TRACE_RETENTION_DAYS=7, but the running stack was started "
+            "with TRACE_RETENTION_DAYS=30: run make up to apply it") in result.stderr
+    assert kept in docker_stack.client().trace_ids(experiment)
+
+
 def test_every_acknowledged_trace_survives_kills_under_load(docker_stack):
     """SIGKILL to MLflow's, PostgreSQL's and MinIO's main process in turn while goose-shaped load runs:
     each comes back by its restart policy, and every trace acknowledged with 200 is stored with its spans."""

@@ -50,3 +50,31 @@ def test_every_doctor_line_the_pages_quote_names_a_check_of_the_doctor():
     quoted = {name for page in ("README.md", "docs/team.md", "docs/evaluation.md", "docs/external.md")
               for name in re.findall(r"(?:^|`)(?:FAIL|ok) +([a-z-]+) ", (guide.REPO / page).read_text(), re.MULTILINE)}
     assert quoted and quoted <= checks
+
+
+PAGES = sorted([guide.REPO / "README.md", guide.REPO / "tests" / "README.md", *(guide.REPO / "docs").glob("*.md")])
+
+
+def test_every_compose_minimum_a_page_names_is_the_doctors():
+    named = {(page.name, version) for page in PAGES
+             for version in re.findall(r"Compose (\d+\.\d+\.\d+)(?:\+| or newer)", page.read_text())}
+    assert named and {version for _, version in named} == {doctor.dotted(doctor.MIN_COMPOSE)}, named
+
+
+def defined_tests() -> set[str]:
+    return {name for path in (guide.REPO / "tests").glob("test_*.py")
+            for name in re.findall(r"^def (test_\w+)\(", path.read_text(), re.M)}
+
+
+def test_every_test_a_page_cites_exists():
+    cited = {(page.relative_to(guide.REPO).as_posix(), name) for page in PAGES
+             for name in re.findall(r"`(test_\w+)`", page.read_text()) if not name.endswith("_")}
+    assert {(page, name) for page, name in cited if name not in defined_tests()} == set()
+
+
+def test_the_number_of_generated_secrets_the_pages_name_is_the_stacks():
+    import stack_secrets
+
+    words = ("one two three four five six seven eight nine ten").split()
+    named = {word for page in PAGES for word in re.findall(r"all (\w+) generated secrets", page.read_text())}
+    assert named == {words[len(stack_secrets.SECRETS) - 1]}

@@ -13,9 +13,10 @@ def test_versions_are_read_as_the_engine_and_compose_print_them(text, version):
     assert doctor.version_tuple(text) == version
 
 
-@pytest.mark.parametrize("compose, new_enough", [("2.24.3", False), ("2.24.4", True), ("2.26.1-4", True),
-                                                 ("2.9.0", False), ("v2.100.0", True)])
-def test_compose_older_than_2_24_4_is_too_old_for_override(compose, new_enough):
+@pytest.mark.parametrize("compose, new_enough", [("2.25.9", False), ("2.26.0", True), ("2.26.1-4", True),
+                                                 ("2.24.4", False), ("2.9.0", False), ("v2.100.0", True),
+                                                 ("3.0.0", True), ("2.27.0", True)])
+def test_compose_older_than_2_26_mounts_whole_volumes_and_is_too_old(compose, new_enough):
     assert (doctor.version_tuple(compose) >= doctor.MIN_COMPOSE) is new_enough
 
 

@@ -91,3 +91,49 @@ def test_a_limit_that_is_not_a_whole_number_of_days_is_refused(value):
     assert result.returncode == 1
     assert result.stderr.strip() == (f"retention: error: TRACE_RETENTION_DAYS={value!r} is not a whole number of days "
                                      "(1 or more); fix it in .env, or leave it empty to keep every trace")
+
+
+def test_the_cutoff_is_exactly_the_limit_in_days(native_stack):
+    """Either side of the cutoff by an hour: a day early or late in the arithmetic fails one of them."""
+    client = MlflowClient(native_stack.mlflow_url)
+    experiment = client.create_experiment(f"cutoff-{uuid.uuid4().hex[:6]}")
+    inside, outside = (send(native_stack.mlflow_url, experiment, days) for days in (30 - 1 / 24, 30 + 1 / 24))
+    result = run_script("retention.py", "--tracking-uri", native_stack.mlflow_url, "--days", "30")
+    assert result.returncode == 0, result.stderr
+    assert (inside in client.trace_ids(experiment), outside in client.trace_ids(experiment)) == (True, False)
+
+
+def test_the_traces_of_a_deleted_experiment_are_pruned_too(native_stack):
+    client = MlflowClient(native_stack.mlflow_url)
+    experiment = client.create_experiment(f"deleted-{uuid.uuid4().hex[:6]}")
+    old = send(native_stack.mlflow_url, experiment, 40)
+    client.delete_experiment(experiment)
+    result = run_script("retention.py", "--tracking-uri", native_stack.mlflow_url, "--days", "30")
+    assert result.returncode == 0, result.stderr
+    connection = psycopg2.connect(native_stack.database_uri("mlflow", native_stack.secret("mlflow-db-password"),
+                                                            "mlflow"))
+    with connection, connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM trace_info WHERE request_id = %s", (old,))
+        assert cursor.fetchone() == (0,)
+    connection.close()
+
+
+@pytest.mark.parametrize("running, configured, said", [
+    (None, "30", ".env (or your shell) sets TRACE_RETENTION_DAYS=30, but the running stack was started without "
+                 "TRACE_RETENTION_DAYS"),
+    ("60", "30", ".env (or your shell) sets TRACE_RETENTION_DAYS=30, but the running stack was started with "
+                 "TRACE_RETENTION_DAYS=60"),
+    ("30", "", ".env (or your shell) sets no TRACE_RETENTION_DAYS, but the running stack was started with "
+               "TRACE_RETENTION_DAYS=30")])
+def test_make_prune_refuses_a_limit_the_running_stack_was_not_started_with(running, configured, said):
+    result = run_script("retention.py", "--tracking-uri", "http://127.0.0.1:9", "--configured", configured,
+                        *(["--days", running] if running else []), env={"TRACE_RETENTION_DAYS": ""})
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"retention: error: {said}: run make up to apply it (its hourly pass then uses "
+                                     "it), then make prune; nothing was deleted")
+
+
+def test_make_prune_with_the_limit_the_stack_runs_with_goes_ahead(native_stack):
+    result = run_script("retention.py", "--tracking-uri", native_stack.mlflow_url, "--days", "30",
+                        "--configured", "30")
+    assert result.returncode == 0 and result.stdout.startswith("Retention: 30 days\n"), result.stderr

@@ -18,9 +18,10 @@ import boto3
 import psycopg2
 import pytest
 
+import store
 from harness.commands import experiment_id_in, run_script, source_and_emit
 from harness.native import free_port
-from mlflow_api import MlflowClient
+from mlflow_api import MlflowApiError, MlflowClient
 
 @pytest.fixture(scope="module")
 def db(native_stack):
@@ -197,6 +198,55 @@ def test_mlflow_connects_as_its_own_unprivileged_role(native_stack, db):
         assert cursor.fetchone() == (False,)
         cursor.execute("SELECT count(*) FROM alembic_version")
         assert cursor.fetchone()[0] == 1
+
+
+def set_experiment_tag(native_stack, experiment_id: str, key: str, value: str) -> None:
+    MlflowClient(native_stack.mlflow_url).request("POST", "/api/2.0/mlflow/experiments/set-experiment-tag", {
+        "experiment_id": experiment_id, "key": key, "value": value})
+
+
+def guard_installed(db) -> bool:
+    with db.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_trigger WHERE tgname = %s", (store.GUARD,))
+        return cursor.fetchone()[0] == 1
+
+
+def test_the_migrate_job_gave_the_new_database_the_images_schema_before_mlflow_started(native_stack, db):
+    with db.cursor() as cursor:
+        cursor.execute("SELECT version_num FROM alembic_version")
+        assert cursor.fetchone()[0] == store.image_head(store.Database("tracking", "postgresql://unused/mlflow"))
+    assert guard_installed(db)
+
+
+@pytest.mark.parametrize("key", store.REFUSED_EXPERIMENT_TAGS)
+def test_an_issue_detection_schedule_tag_is_refused_with_the_reason(native_stack, bootstrapped, db, key):
+    experiment_id = experiment_id_in(bootstrapped)
+    with pytest.raises(MlflowApiError) as refused:
+        set_experiment_tag(native_stack, experiment_id, key, '{"version": 1, "cadence": "hourly"}')
+    assert refused.value.status == 400 and f"experiment tag {key} is refused by this stack" in str(refused.value)
+    with db.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM experiment_tags WHERE key = %s", (key,))
+        assert cursor.fetchone()[0] == 0
+
+
+def test_other_experiment_tags_are_still_set(native_stack, bootstrapped, db):
+    """The UI keeps an experiment's description in a tag; the detection state tag is MLflow's own writing."""
+    experiment_id = experiment_id_in(bootstrapped)
+    for key in ("mlflow.note.content", "mlflow.issueDetection.scheduleState"):
+        set_experiment_tag(native_stack, experiment_id, key, "kept")
+    with db.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM experiment_tags WHERE experiment_id = %s AND value = 'kept'",
+                       (int(experiment_id),))
+        assert cursor.fetchone()[0] == 2
+
+
+def test_a_rerun_of_the_migrate_job_puts_a_dropped_guard_back(native_stack, db, tmp_path):
+    with db.cursor() as cursor:
+        cursor.execute(f"DROP TRIGGER {store.GUARD} ON experiment_tags")
+    again = native_stack.run_job("migrate", "--backups", str(tmp_path))
+    assert again.returncode == 0, again.stderr
+    assert "experiment tags refused: mlflow.issueDetection.schedule" in again.stderr
+    assert guard_installed(db)
 
 
 def test_database_refuses_a_wrong_password(native_stack):

@@ -186,6 +186,17 @@ def test_existing_account_without_its_file_asks_for_rotate(team_stack, tmp_path)
     assert not (tmp_path / "users" / "erin.env").exists()
 
 
+def test_a_file_whose_password_no_longer_works_asks_for_rotate_and_is_left_alone(team_stack, tmp_path):
+    """A rerun keeps the file's password only after logging in with it: a wrong one would be handed on."""
+    assert user_file(team_stack, tmp_path, "gina").returncode == 0
+    path = tmp_path / "users" / "gina.env"
+    path.write_text(path.read_text().replace(env_values(path)["MLFLOW_TRACKING_PASSWORD"], "not-her-password-123"))
+    edited = path.read_text()
+    again = user_file(team_stack, tmp_path, "gina")
+    assert again.returncode == 1 and "holds no working password; rerun with --rotate" in again.stderr
+    assert path.read_text() == edited
+
+
 @pytest.mark.parametrize("name", ["Alice", "../etc", "a b", ""])
 def test_invalid_user_name_is_refused_before_anything_changes(team_stack, tmp_path, name):
     result = user_file(team_stack, tmp_path, name)
@@ -233,6 +244,19 @@ def test_remove_user_by_a_non_admin_is_refused_and_keeps_the_file(team_stack, al
                          "--env-file", str(path), env=env)
     assert refused.returncode == 1 and "403" in refused.stderr
     assert path.exists() and admin(team_stack).get_user("alice") is not None
+
+
+def test_remove_user_of_another_account_by_a_non_admin_is_refused_and_keeps_the_file(team_stack, alice, tmp_path):
+    """Reading another account answers 403 to a non-admin: that is a refusal, not "no such user" (which would
+    delete the env file, exit 0 and leave the account live)."""
+    assert user_file(team_stack, tmp_path, "frank").returncode == 0
+    franks = tmp_path / "users" / "frank.env"
+    env = {**os.environ, "MLFLOW_TRACKING_USERNAME": "alice",
+           "MLFLOW_TRACKING_PASSWORD": env_values(alice[0])["MLFLOW_TRACKING_PASSWORD"]}
+    refused = run_script("bootstrap.py", "--tracking-uri", team_stack.url, "--remove-user", "frank",
+                         "--env-file", str(franks), env=env)
+    assert refused.returncode == 1 and "403" in refused.stderr
+    assert franks.exists() and admin(team_stack).get_user("frank") is not None
 
 
 def test_a_user_file_that_is_not_text_is_refused_before_the_account_exists(team_stack, tmp_path):

@@ -9,6 +9,7 @@ set rather than a fixed list:
                                        with compose.team.yaml after compose.yaml for --team
   compose_settings.py team-https-port          the port of MLFLOW_PUBLIC_URL (443 without one);
                                        a TEAM_HTTPS_PORT that disagrees is refused
+  compose_settings.py setting NAME             NAME's value (empty when unset)
 
 Stdlib only: it runs before any venv exists.
 """
@@ -82,6 +83,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     files = commands.add_parser("compose-files", help="the compose files, joined by ':'")
     files.add_argument("--team", action="store_true", help="with compose.team.yaml")
     commands.add_parser("team-https-port", help="the port of MLFLOW_PUBLIC_URL, checked against TEAM_HTTPS_PORT")
+    setting = commands.add_parser("setting", help="one setting's value (empty when unset)")
+    setting.add_argument("name", help="e.g. TRACE_RETENTION_DAYS")
     return parser.parse_args(argv)
 
 
@@ -89,6 +92,8 @@ def answer(args: argparse.Namespace) -> str:
     settings = read_settings(args.directory)
     if args.command == "compose-files":
         return ":".join(compose_files(settings, team=args.team))
+    if args.command == "setting":
+        return settings.get(args.name, "")
     return str(team_https_port(settings))
 
 

@@ -44,7 +44,9 @@ from mlflow_api import tls_context
 from verify import source_env_file
 
 MIN_ENGINE = (26, 0)  # each container mounts single files of the secrets volume (volume subpaths)
-MIN_COMPOSE = (2, 24, 4)  # compose.external.yaml's `!override`
+# Volume subpaths (each container mounts single secret files): Compose 2.26.0
+# (docker/compose #11652; 2.25 ignores the subpath and mounts the whole volume).
+MIN_COMPOSE = (2, 26, 0)
 GOOSE_PROTOCOLS = ("", "http/protobuf", "http/json")  # goose has only the HTTP transport
 # goose releases whose exporter thread panics ("there is no reactor running") and sends no span: aaif-goose/goose
 # issue #9494 (1.36.0), and 1.37.0 run against this stack (tests/test_native_goose_cli.py).
@@ -123,7 +125,8 @@ def check_docker(doctor: Doctor) -> str:
         raise Failed("the Compose plugin does not answer (docker compose version): install Docker Compose v2")
     if version_tuple(compose.stdout) < MIN_COMPOSE:
         raise Failed(f"Docker Compose {compose.stdout.strip()} is older than {dotted(MIN_COMPOSE)} "
-                     "(compose.external.yaml's !override): upgrade Docker Compose")
+                     "(volume subpaths: an older one mounts every secret into each container): "
+                     "upgrade Docker Compose")
     return f"Docker Engine {engine_version}, Compose {compose.stdout.strip()}"
 
 
