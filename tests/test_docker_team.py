@@ -7,10 +7,8 @@ the security suite; alice and bob have accounts.
 from __future__ import annotations
 
 import http.client
-import os
 import ssl
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from harness import bare_client, guide
 from harness.commands import bare_client_round_trip, client_env, run_sourced, source_and_emit
 from harness.compose_file import REPO, load_compose
 from harness.project import ComposeProject, clean_copy
+from harness.proxy import otlp_batch_of
 
 pytestmark = pytest.mark.docker
 
@@ -117,44 +116,18 @@ def test_body_over_the_cap_gets_413_and_the_server_keeps_answering(team):
     assert https(team, "GET", "/health")[0] == 200
 
 
-def otlp_body_of(size: int) -> bytes:
-    """A valid OTLP export request of exactly `size` bytes: one span, padded by an attribute."""
-    import otlp
-
-    padding = size - 300
-    for _ in range(8):
-        span = otlp.Span(os.urandom(16), os.urandom(8), "padded", time.time_ns(), time.time_ns() + 1000,
-                         attributes={"padding": "x" * padding})
-        body = otlp.encode_export_request([span], {"service.name": "goose"})
-        if len(body) == size:
-            return body
-        padding += size - len(body)
-    raise AssertionError(f"no OTLP body of exactly {size} bytes")
-
-
 def post_otlp(team, body: bytes, chunked: bool) -> int:
-    """POST /v1/traces as alice, with Content-Length or chunked: the status, or 0 if the proxy cut it off."""
+    """POST /v1/traces as alice, with Content-Length or chunked: the status (0: the proxy cut it off)."""
     experiment_id = team.client("admin").get_experiment_by_name("goose-traces")["experiment_id"]
-    connection = http.client.HTTPSConnection("localhost", team.https_port, timeout=120,
-                                             context=ssl.create_default_context(cafile=team.ca))
-    headers = {"x-mlflow-experiment-id": experiment_id, "Content-Type": "application/x-protobuf", **team.auth("alice")}
-    try:
-        if chunked:
-            connection.request("POST", "/v1/traces", body=(body[i:i + 65536] for i in range(0, len(body), 65536)),
-                               headers=headers, encode_chunked=True)
-        else:
-            connection.request("POST", "/v1/traces", body=body, headers=headers)
-        return connection.getresponse().status
-    except (ConnectionError, ssl.SSLError):
-        return 0
-    finally:
-        connection.close()
+    return team.request("POST", "/v1/traces", {"x-mlflow-experiment-id": experiment_id,
+                                               "Content-Type": "application/x-protobuf", **team.auth("alice")},
+                        body, chunked=chunked)[0]
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 def test_a_batch_of_exactly_the_cap_lands_and_one_byte_more_is_refused(team, chunked):
     """The cap is inclusive on both paths: 10,000,000 bytes pass, 10,000,001 do not."""
-    assert [post_otlp(team, otlp_body_of(size), chunked) for size in (10_000_000, 10_000_001)] == [200, 413]
+    assert [post_otlp(team, otlp_batch_of(size), chunked) for size in (10_000_000, 10_000_001)] == [200, 413]
 
 
 def test_plain_http_on_the_tls_port_is_refused(team):

@@ -78,3 +78,23 @@ def test_the_number_of_generated_secrets_the_pages_name_is_the_stacks():
     words = ("one two three four five six seven eight nine ten").split()
     named = {word for page in PAGES for word in re.findall(r"all (\w+) generated secrets", page.read_text())}
     assert named == {words[len(stack_secrets.SECRETS) - 1]}
+
+
+# Words that date a version: a page may name another MLflow than the pin only as history (a run of a day,
+# the release before, what an older one did).
+DATING = re.compile(r"\d{4}-\d{2}-\d{2}|previous|older|earlier|before|until|since|was |were |did |checked|read in|run of",
+                    re.IGNORECASE)
+
+
+def test_every_mlflow_version_a_page_names_is_the_pin_or_dated():
+    from test_compose_policy import MLFLOW_VERSION
+
+    undated = []
+    for page in PAGES:
+        # Fenced blocks are real output of dated runs, or commands.
+        prose = re.sub(r"```[a-z]*\n.*?```", "", page.read_text(), flags=re.DOTALL)
+        for paragraph in re.split(r"\n\s*\n", prose):
+            for version in re.findall(r"MLflow (\d+\.\d+\.\d+)", paragraph):
+                if version != MLFLOW_VERSION and not DATING.search(paragraph):
+                    undated.append((page.name, version, paragraph.strip()[:100]))
+    assert undated == []

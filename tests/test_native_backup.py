@@ -3,10 +3,16 @@ goes and what it never overwrites."""
 
 from __future__ import annotations
 
+import os
+import signal
 import stat
+import subprocess
+import time
 from datetime import datetime, timedelta, timezone
 
 from backup import NAME_PREFIX
+from harness.compose_file import REPO
+from harness.native import SCRIPTS, run_in_entrypoint
 
 
 def take(native_stack, directory):
@@ -35,3 +41,30 @@ def test_the_backups_folder_is_made_private_whatever_its_mode(native_stack, tmp_
     assert result.returncode == 0, result.stderr
     [archive] = folder.glob(f"{NAME_PREFIX}*.tar")
     assert (stat.S_IMODE(folder.stat().st_mode), stat.S_IMODE(archive.stat().st_mode)) == (0o700, 0o600)
+
+
+def test_a_backup_killed_while_it_writes_leaves_no_named_file_that_is_not_whole(native_stack, tmp_path):
+    """SIGKILL (no cleanup runs) once the archive has bytes on disk, at several sizes: whatever carries a
+    backup's name reads as a whole backup; what a kill cut short only has a hidden .partial name."""
+    spec = native_stack.compose["services"]["migrate"]
+    environment = native_stack.job_env(spec, {"/opt/stack/scripts": str(SCRIPTS), "/project": str(REPO),
+                                              **native_stack.replacements})
+    killed_while_writing = 0
+    for written in (1, 4096, 65536):
+        process = run_in_entrypoint(["python3", "scripts/backup.py", "--directory", str(tmp_path)], environment,
+                                    cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while process.poll() is None and time.monotonic() < deadline:
+            if any(path.stat().st_size >= written for path in tmp_path.iterdir() if path.name.startswith(
+                    (f".{NAME_PREFIX}", NAME_PREFIX)) and path.stat().st_mtime > time.time() - 60):
+                break
+            time.sleep(0.01)
+        killed_while_writing += process.poll() is None
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    for archive in tmp_path.glob(f"{NAME_PREFIX}*.tar"):
+        checked = native_stack.run_job("migrate", command=["python3", "scripts/restore.py", "--check", "--force",
+                                                           str(archive)])
+        assert checked.returncode == 0, checked.stderr
+    assert killed_while_writing, "every backup ended before its kill"

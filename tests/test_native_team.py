@@ -188,11 +188,11 @@ def test_existing_account_without_its_file_asks_for_rotate(team_stack, tmp_path)
 
 def test_a_file_whose_password_no_longer_works_asks_for_rotate_and_is_left_alone(team_stack, tmp_path):
     """A rerun keeps the file's password only after logging in with it: a wrong one would be handed on."""
-    assert user_file(team_stack, tmp_path, "gina").returncode == 0
-    path = tmp_path / "users" / "gina.env"
+    assert user_file(team_stack, tmp_path, "mona").returncode == 0
+    path = tmp_path / "users" / "mona.env"
     path.write_text(path.read_text().replace(env_values(path)["MLFLOW_TRACKING_PASSWORD"], "not-her-password-123"))
     edited = path.read_text()
-    again = user_file(team_stack, tmp_path, "gina")
+    again = user_file(team_stack, tmp_path, "mona")
     assert again.returncode == 1 and "holds no working password; rerun with --rotate" in again.stderr
     assert path.read_text() == edited
 

@@ -7,8 +7,6 @@ proxy's locally generated CA and every client verifies it.
 
 from __future__ import annotations
 
-import http.client
-import ssl
 from pathlib import Path
 
 import envfile
@@ -16,6 +14,7 @@ import stack_config as cfg
 from harness import guide
 from harness.native import free_port
 from harness.project import ComposeProject
+from harness.proxy import send
 from mlflow_api import MlflowClient
 
 
@@ -70,17 +69,8 @@ class TeamDeployment(ComposeProject):
         return self.exec("mlflow", "python3", "-c", script).strip()
 
     def request(self, method: str, path: str, headers: dict[str, str] | None = None, body: bytes | None = None,
-                with_ca: bool = True, port: int | None = None) -> tuple[int, dict[str, str], bytes]:
+                with_ca: bool = True, port: int | None = None,
+                chunked: bool = False) -> tuple[int, dict[str, str], bytes]:
         """One HTTPS request to the proxy (plain HTTP when `port` is the HTTP port): status, headers, body."""
-        if port == self.http_port:
-            connection: http.client.HTTPConnection = http.client.HTTPConnection("localhost", port, timeout=60)
-        else:
-            context = ssl.create_default_context(cafile=self.ca) if with_ca else ssl.create_default_context()
-            connection = http.client.HTTPSConnection("localhost", port or self.https_port, context=context,
-                                                     timeout=60)
-        try:
-            connection.request(method, path, body=body, headers=headers or {})
-            response = connection.getresponse()
-            return response.status, dict(response.getheaders()), response.read()
-        finally:
-            connection.close()
+        return send(port or self.https_port, self.ca if with_ca else None, method, path, headers, body,
+                    plain=port == self.http_port, chunked=chunked)

