@@ -52,6 +52,11 @@ def send(port: int, ca: str | None, method: str, path: str, headers: dict[str, s
         context = ssl.create_default_context(cafile=ca) if ca else ssl.create_default_context()
         connection = http.client.HTTPSConnection("localhost", port, timeout=120, context=context)
     try:
+        connection.connect()  # outside the handling below: a certificate that does not verify is the caller's to see
+    except BaseException:
+        connection.close()
+        raise
+    try:
         try:
             if chunked and body is not None:
                 connection.request(method, path, body=(body[i:i + 65536] for i in range(0, len(body), 65536)),
