@@ -49,7 +49,7 @@ LOCK = $(UV) pip compile --native-tls --quiet --override mlflow/overrides.txt \
 # The image's Python version, from its base image (mlflow/Dockerfile).
 IMAGE_PYTHON = $(shell sed -n 's/^ARG PYTHON_IMAGE=python:\([0-9.]*\)-.*/\1/p' mlflow/Dockerfile)
 
-.PHONY: help up down logs team-up team-down user remove-user gateway-endpoint team-ca prune backup restore status doctor verify test mutation bench profile lock-image offline-images clean
+.PHONY: help up down logs team-up team-down user remove-user gateway-endpoint judge remove-judge team-ca prune backup restore status doctor verify test test-fast test-native test-docker mutation bench profile lock-image bump-mlflow offline-images clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -103,6 +103,17 @@ gateway-endpoint: ## Give judges a model: a provider key (from stdin) behind gat
 	@$(STACK_COMPOSE) run --rm --no-deps bootstrap python3 /opt/stack/scripts/gateway.py \
 		--tracking-uri http://mlflow:5000 --endpoint "$(NAME)" --model "$(MODEL)" $(if $(API_BASE),--api-base "$(API_BASE)")
 
+judge: ## Score every new goose reply with an LLM judge, its instructions from stdin (NAME=did_what_was_asked [MODEL=gateway:/judge] [SAMPLE=1.0]; SAMPLE=0 stops it)
+	@test -n "$(NAME)" || { echo "make judge: say which: make judge NAME=did_what_was_asked < instructions.txt" >&2; exit 2; }
+	@# In the running stack's mode (team: as the admin, inside the network; the proxy refuses judge writes).
+	@$(STACK_COMPOSE) run --rm --no-deps bootstrap python3 /opt/stack/scripts/judge.py \
+		--tracking-uri http://mlflow:5000 --name "$(NAME)" $(if $(MODEL),--model "$(MODEL)") $(if $(SAMPLE),--sample "$(SAMPLE)")
+
+remove-judge: ## Delete a judge, every version of it (NAME=did_what_was_asked)
+	@test -n "$(NAME)" || { echo "make remove-judge: say which: make remove-judge NAME=did_what_was_asked" >&2; exit 2; }
+	@$(STACK_COMPOSE) run --rm --no-deps bootstrap python3 /opt/stack/scripts/judge.py \
+		--tracking-uri http://mlflow:5000 --name "$(NAME)" --remove
+
 team-ca: ## Team mode, local CA: copy the CA certificate to users/ca.crt for teammates
 	@mkdir -p -m 700 users
 	$(TEAM_COMPOSE) cp proxy:/data/caddy/pki/authorities/local/root.crt users/ca.crt
@@ -144,6 +155,15 @@ verify: ## Send one goose-shaped session through .env (or ENV_FILE=users/alice.e
 test: $(STAMP) ## Create .venv and run every test (Docker ones when an engine answers)
 	$(VENV)/bin/python -m pytest
 
+test-fast: $(STAMP) ## The inner loop: the tests that start nothing (no PostgreSQL, MLflow, Caddy or Docker)
+	$(VENV)/bin/python -m pytest -m "not native and not docker"
+
+test-native: $(STAMP) ## The tests that start PostgreSQL, MLflow, Caddy or goose on this machine
+	$(VENV)/bin/python -m pytest -m native
+
+test-docker: $(STAMP) ## The tests that run the real compose files under the Docker engine
+	$(VENV)/bin/python -m pytest -m docker
+
 mutation: $(STAMP) ## Mutation testing of scripts/ (slow, not in CI): the share of planted bugs the tests catch
 	$(VENV)/bin/python tests/mutation/report.py $(MUTATION_ARGS)
 
@@ -159,6 +179,10 @@ lock-image: $(UV) ## Resolve the locks from the requirements: mlflow/constraints
 	$(LOCK) mlflow/requirements.txt --output-file mlflow/constraints.txt \
 		--python-version $(IMAGE_PYTHON) --python-platform x86_64-unknown-linux-gnu
 	$(LOCK) requirements-dev.txt --output-file constraints-dev.txt
+
+bump-mlflow: $(UV) ## Move the stack to another MLflow release: the pin, the image tag and both locks (VERSION=x.y.z)
+	@test -n "$(VERSION)" || { echo "make bump-mlflow: say which release: make bump-mlflow VERSION=3.18.1" >&2; exit 2; }
+	@PYTHONPATH=scripts $(PYTHON) scripts/host/bump_mlflow.py "$(VERSION)" --uv "$(UV)"
 
 $(VENV)/bin/uv: $(STAMP)
 

@@ -15,16 +15,12 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
-import re
 import sys
 from collections.abc import Mapping
 
 from errors import StackError, run_command
 from mlflow_api import MlflowClient
 import stack_config as cfg
-
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -39,12 +35,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=cfg.DEFAULT_TIMEOUT_S,
                         help="seconds to wait for MLflow to become healthy (default: %(default)s)")
     return parser.parse_args(argv)
-
-
-def check_name(name: str) -> str:
-    if not _NAME.match(name):
-        raise StackError(f"invalid endpoint name {name!r}: use 1-64 letters, digits, '.', '_' or '-'")
-    return name
 
 
 def split_model(model: str) -> tuple[str, str]:
@@ -95,7 +85,7 @@ def ensure_endpoint(client: MlflowClient, endpoint: str, provider: str, model: s
 
 
 def run(args: argparse.Namespace) -> str:
-    endpoint = check_name(args.endpoint)
+    endpoint = cfg.check_name(args.endpoint, "endpoint name")
     provider, model = split_model(args.model)
     auth_config = {"api_base": cfg.check_url(args.api_base, "--api-base")} if args.api_base else {}
     key = read_key()  # before MLflow is touched: bad input changes nothing

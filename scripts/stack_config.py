@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +20,9 @@ DEFAULT_TIMEOUT_S = 90.0
 SERVICE_NAME = "goose"
 # MLflow stores experiment names in a 256-character column.
 MAX_EXPERIMENT_NAME = 256
+# A name the admin gives a gateway endpoint or a judge: it travels in URLs,
+# make arguments and model URIs (gateway:/NAME) unquoted.
+_ITEM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 # Keys the bootstrap removes from goose's env file: goose's OTLP exporter is
 # built without compression (opentelemetry-otlp without gzip-http/zstd-http), so
@@ -50,6 +54,12 @@ def default_public_url(environ: Mapping[str, str] = os.environ) -> str:
         return environ["MLFLOW_PUBLIC_URL"]
     port = environ.get("MLFLOW_PORT") or str(DEFAULT_PORT)
     return f"http://localhost:{port}"
+
+
+def check_name(name: str, what: str) -> str:
+    if not _ITEM_NAME.match(name):
+        raise StackError(f"invalid {what} {name!r}: use 1-64 letters, digits, '.', '_' or '-'")
+    return name
 
 
 def check_experiment_name(name: str) -> str:

@@ -23,6 +23,16 @@ from harness.proxy import NativeProxy
 from harness.team import TeamDeployment
 from harness.tripwire import Tripwire
 
+# The fixtures that start real programs on this machine (PostgreSQL, MLflow, Caddy, goose): a test asking
+# for one is a native test, which `make test-fast` leaves out.
+NATIVE_FIXTURES = frozenset({"native_stack", "bootstrapped", "team_stack", "native_proxy", "goose"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if NATIVE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.native)
+
 
 @pytest.fixture(scope="session")
 def outbound() -> Iterator[Tripwire]:

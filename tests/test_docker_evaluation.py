@@ -255,8 +255,9 @@ def test_team_an_account_made_with_prompts_off_still_sends_goose_traces(team_dep
 JUDGE = "did_what_was_asked"
 
 
-def judge_block(project: ComposeProject, env_file: str, check: bool = True):
-    return page_block(project, "make_judge(", env_file, check=check)
+def judge_block(project: ComposeProject):
+    """The page's `make judge` block, on the server."""
+    return guide.run(project, guide.block(PAGE, "sh", f"make judge NAME={JUDGE} <<"))
 
 
 def gateway_endpoint(project: ComposeProject, key_file: Path, api_base: str | None = None):
@@ -281,11 +282,9 @@ def local_judge_without_the_switch(local_stack, tmp_path_factory):
     key = tmp_path_factory.mktemp("key") / "openai.key"
     key.write_text("sk-never-called\n")
     gateway_endpoint(local_stack, key)
-    judge_block(local_stack, ".env")
+    judge_block(local_stack)
     yield
-    deleted = run_sourced(local_stack.env_file, sys.executable, "-c",
-                          f"from mlflow.genai.scorers import delete_scorer; delete_scorer(name={JUDGE!r}, version='all')")
-    assert deleted.returncode == 0, deleted.stderr[-2000:]
+    local_stack.run("make", "remove-judge", f"NAME={JUDGE}")
 
 
 def test_off_a_started_judge_is_named_by_make_doctor_with_the_pages_line(local_stack, local_judge_without_the_switch):
@@ -295,11 +294,17 @@ def test_off_a_started_judge_is_named_by_make_doctor_with_the_pages_line(local_s
 
 
 def test_off_a_stopped_judge_is_not_named(local_stack, local_judge_without_the_switch):
-    stopped = run_sourced(local_stack.env_file, sys.executable, "-c",
-                          f"from mlflow.genai.scorers import get_scorer; get_scorer(name={JUDGE!r}).stop()")
-    assert stopped.returncode == 0, stopped.stderr[-2000:]
+    stopped = local_stack.run("make", "judge", f"NAME={JUDGE}", "SAMPLE=0")
+    assert stopped.stdout.startswith(f"Judge {JUDGE!r} stopped on goose-traces"), stopped.stdout
     result = local_stack.run("make", "doctor", check=False)
     assert "ok   evaluation EVALUATION=off; no judge started" in result.stdout.splitlines()
+
+
+def test_a_judge_on_a_model_other_than_a_gateway_endpoint_is_refused_as_the_page_shows(local_stack):
+    command, shown = guide.block(PAGE, "console", "invalid MODEL").splitlines()
+    (local_stack.directory / "instructions.txt").write_text("Was {{ trace }} useful?\n")
+    result = guide.run(local_stack, command.removeprefix("$ "), check=False)
+    assert result.returncode != 0 and shown in result.stderr.splitlines(), result.stderr
 
 
 def test_off_the_server_runs_no_job_process(local_stack):
@@ -310,7 +315,7 @@ def test_off_the_server_runs_no_job_process(local_stack):
 @pytest.fixture(scope="module")
 def team_with_evaluation(team_deployment, tmp_path_factory):
     """The page's server block in team mode (make team-up), the provider on this machine's Docker bridge as a
-    model server on the LAN would be, and alice's judge started."""
+    model server on the LAN would be, and the page's judge started with make judge."""
     provider = LlmProvider(host=bridge_address())
     with team_deployment.env_file.open("a") as settings:
         settings.write("MLFLOW_GATEWAY_API_BASE_ALLOWED_SCHEMES=http,https\n"
@@ -320,7 +325,7 @@ def team_with_evaluation(team_deployment, tmp_path_factory):
     key = tmp_path_factory.mktemp("key") / "openai.key"
     key.write_text(provider.api_key + "\n")
     endpoint = gateway_endpoint(team_deployment, key, api_base=provider.url)
-    started = judge_block(team_deployment, "users/alice.env")
+    started = judge_block(team_deployment)
     yield provider, endpoint, started
     provider.close()
 
@@ -330,9 +335,13 @@ def test_on_the_gateway_endpoint_is_made_as_the_page_says(team_with_evaluation):
     assert endpoint.stdout.splitlines()[0].startswith("Gateway endpoint 'judge' created: openai:/gpt-4o-mini at http://")
 
 
-def test_on_a_judge_started_by_alice_scores_bobs_next_goose_reply_unasked(team_deployment, team_with_evaluation):
-    provider, _, started = team_with_evaluation
-    assert started.stdout.splitlines()[-1] == "did_what_was_asked scores every new goose reply"
+def test_on_make_judge_says_what_the_page_shows(team_with_evaluation):
+    _, _, started = team_with_evaluation
+    assert started.stdout.splitlines() == guide.block(PAGE, "console", f"Judge {JUDGE!r} started").splitlines()
+
+
+def test_on_a_judge_started_with_make_judge_scores_bobs_next_goose_reply_unasked(team_deployment, team_with_evaluation):
+    provider, _, _ = team_with_evaluation
     trace_id = source_and_emit(team_deployment.person_env_file("bob"), f"online-{uuid.uuid4().hex[:6]}")
     deadline = time.monotonic() + 240  # the scheduler runs every minute; the delay is 5 s here
     while not judged(team_deployment.client("alice"), trace_id) and time.monotonic() < deadline:
@@ -456,18 +465,3 @@ def test_on_a_teammate_cannot_schedule_issue_detection_on_the_teams_key(team_dep
     status, _, reply = answers[MLFLOW_ISSUE_DETECTION_SCHEDULE]
     assert (len(detections()), jobs) == (0, "0"), (status, reply)
     assert status == 400 and b"is refused by this stack" in reply, (status, reply)
-
-
-def test_exposure_a_teammate_adds_a_version_to_anothers_judge(team_deployment, team_with_evaluation):
-    """Finding (MEDIUM, open; docs/security.md): with EDIT on goose-traces, bob registers his judge under the name
-    of one alice registered; MLflow 3.18.0 makes it version 2 of her scorer, which her next read returns (with
-    the team's gateway endpoint set up, as here; the security suite saw 403 on a stack without it). Deleting
-    hers is refused (test_medium_a_teammate_cannot_delete_anothers_judge). When this fails, MLflow closed it."""
-    from test_docker_security import judge_definition, register_judge
-
-    goose_traces = team_deployment.client("admin").get_experiment_by_name("goose-traces")["experiment_id"]
-    name = f"first_judge_{uuid.uuid4().hex[:6]}"
-    assert register_judge(team_deployment, "alice", goose_traces, name, "Alice's review of {{ trace }}")[0] == 200
-    status, _ = register_judge(team_deployment, "bob", goose_traces, name, "Bob's takeover of {{ trace }}")
-    definition = judge_definition(team_deployment, "alice", goose_traces, name)
-    assert (status, definition[0]) == (200, 200) and b"Bob's takeover" in definition[1], definition

@@ -18,6 +18,7 @@ import ssl
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
@@ -198,31 +199,56 @@ def test_high_mlflow_itself_refuses_a_teammates_job_inside_the_network(team):
 
 # MEDIUM ---------------------------------------------------------------------
 
-def register_judge(team, person: str, experiment_id: str, name: str, instructions: str) -> tuple[int, bytes]:
-    """POST scorers/register as MLflow's client sends it (the judge serialized by model_dump)."""
+# Judges on goose-traces: alice's judge in the probe; here the one make judge started, with a gateway
+# endpoint set up (without one, MLflow 3.18.0 refused bob's registration itself).
+JUDGE_WRITE = (403, b"refused at the proxy: judges are registered on the server with make judge (docs/evaluation.md)")
+
+
+@pytest.fixture(scope="module")
+def teams_judge(team, tmp_path_factory) -> Iterator[str]:
+    """A judge started on goose-traces with make judge (EVALUATION stays off: it never runs); removed after,
+    so the shared deployment starts no judge for the doctor suite."""
+    key = tmp_path_factory.mktemp("key") / "provider.key"
+    key.write_text("sk-never-called\n")
+    team.run("bash", "-c", f"make gateway-endpoint NAME=security-judge MODEL=openai:/gpt-4o-mini < {key}")
+    name = f"alice_judge_{uuid.uuid4().hex[:6]}"
+    team.run("bash", "-c", f"echo \"Alice's review of {{{{ trace }}}}\" | "
+                           f"make judge NAME={name} MODEL=gateway:/security-judge")
+    yield name
+    team.run("make", "remove-judge", f"NAME={name}")
+
+
+def judge_instructions(team, goose_traces: str, name: str) -> str:
+    scorer = team.client("admin").request("GET", "/api/3.0/mlflow/scorers/get",
+                                          query={"experiment_id": goose_traces, "name": name})["scorer"]
+    return json.loads(scorer["serialized_scorer"])["instructions_judge_pydantic_data"]["instructions"]
+
+
+def test_medium_a_teammate_cannot_take_over_the_teams_judge(team, goose_traces, teams_judge):
+    """Finding: bob registered his judge under the name of alice's on goose-traces, which MLflow made its
+    version 2; her next read returned his definition."""
     from mlflow.genai import make_judge
 
-    judge = make_judge(name=name, model="gateway:/judge", feedback_value_type=str, instructions=instructions)
-    return api(team, person, "POST", "/api/3.0/mlflow/scorers/register", {
-        "experiment_id": experiment_id, "name": name, "serialized_scorer": json.dumps(judge.model_dump())})
+    bobs = make_judge(name=teams_judge, model="gateway:/security-judge", feedback_value_type=str,
+                      instructions="Bob's takeover of {{ trace }}")
+    assert api(team, "bob", "POST", "/api/3.0/mlflow/scorers/register", {
+        "experiment_id": goose_traces, "name": teams_judge,
+        "serialized_scorer": json.dumps(bobs.model_dump())}) == JUDGE_WRITE
+    assert judge_instructions(team, goose_traces, teams_judge) == "Alice's review of {{ trace }}"
 
 
-@pytest.fixture
-def alices_judge(team, goose_traces) -> str:
-    name = f"first_judge_{uuid.uuid4().hex[:6]}"
-    status, reply = register_judge(team, "alice", goose_traces, name, "Alice's review of {{ trace }}")
-    assert status == 200, reply
-    return name
+def test_medium_a_teammate_cannot_delete_the_teams_judge(team, goose_traces, teams_judge):
+    assert api(team, "bob", "DELETE", "/api/3.0/mlflow/scorers/delete",
+               {"experiment_id": goose_traces, "name": teams_judge}) == JUDGE_WRITE
+    assert judge_instructions(team, goose_traces, teams_judge) == "Alice's review of {{ trace }}"
 
 
-def judge_definition(team, person: str, experiment_id: str, name: str) -> tuple[int, bytes]:
-    return api(team, person, "GET", f"/api/3.0/mlflow/scorers/get?experiment_id={experiment_id}&name={name}")
+def test_medium_a_teammate_cannot_stop_the_teams_judge(team, goose_traces, teams_judge):
+    assert api(team, "bob", "PUT", "/ajax-api/3.0/mlflow/scorers/online-config",
+               {"experiment_id": goose_traces, "name": teams_judge, "sample_rate": 0}) == JUDGE_WRITE
+    assert team.sql("SELECT c.sample_rate FROM online_scoring_configs c JOIN scorers s ON s.scorer_id = c.scorer_id "
+                    f"WHERE s.scorer_name = '{teams_judge}'") == "1"
 
-
-def test_medium_a_teammate_cannot_delete_anothers_judge(team, goose_traces, alices_judge):
-    status, _ = api(team, "bob", "DELETE", "/api/3.0/mlflow/scorers/delete",
-                    {"experiment_id": goose_traces, "name": alices_judge})
-    assert (status, judge_definition(team, "alice", goose_traces, alices_judge)[0]) == (403, 200)
 
 def test_medium_compressed_request_body_is_refused_at_the_proxy(team, goose_traces):
     """Finding: a 1 MB gzip body expanded without bound inside MLflow (711 MiB to 2.57 GiB)."""

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import guide
 from harness.commands import experiment_id_in
 from harness.compose_file import REPO
 from harness.project import ComposeProject, clean_copy, filled_stack, require_engine
@@ -44,22 +45,16 @@ def test_the_previous_release_is_the_minor_before_the_pin():
     assert previous == (pinned[0], pinned[1] - 1)
 
 
-def pin_mlflow(directory: Path, version: str) -> None:
-    """Point the copy at `version`: the image's tag and pin, and its own lock by `make lock-image` (every
-    requirement of the previous release is on the index: no override)."""
-    for name in PINNED_FILES:
-        shutil.copy2(REPO / name, directory / name)
+def pin_mlflow(directory: Path, version: str) -> str:
+    """Point the copy at `version` as a maintainer does, with make bump-mlflow (the image's tag, its pin, the
+    overrides and both locks); back at the pin, the repository's own files. What the command printed."""
     if version == MLFLOW_VERSION:
-        return
-    requirements = directory / "mlflow/requirements.txt"
-    requirements.write_text(re.sub(r"^mlflow\[auth\]==\S+$", f"mlflow[auth]=={version}",
-                                   requirements.read_text(), flags=re.M))
-    (directory / "mlflow/overrides.txt").write_text("")
-    subprocess.run(["make", "--no-print-directory", "lock-image", f"UV={Path(sys.executable).with_name('uv')}"],
-                   cwd=directory, capture_output=True, text=True, check=True)
-    compose = directory / "compose.yaml"
-    compose.write_text(compose.read_text().replace(f"goose-mlflow/mlflow:{MLFLOW_VERSION}",
-                                                   f"goose-mlflow/mlflow:{version}"))
+        for name in PINNED_FILES:
+            shutil.copy2(REPO / name, directory / name)
+        return ""
+    return subprocess.run(["make", "--no-print-directory", "bump-mlflow", f"VERSION={version}",
+                           f"UV={Path(sys.executable).with_name('uv')}"],
+                          cwd=directory, capture_output=True, text=True, check=True).stdout
 
 
 def content(project: ComposeProject) -> dict[str, str]:
@@ -94,12 +89,26 @@ def older(tmp_path_factory):
     """A stack run by the previous release's image, holding goose sessions, a run, artifacts and a prompt."""
     require_engine()
     directory = clean_copy(tmp_path_factory.mktemp("upgrade"))
-    pin_mlflow(directory, PREVIOUS_MLFLOW)
+    bumped = pin_mlflow(directory, PREVIOUS_MLFLOW)
     with filled_stack(directory) as project:
+        project.bumped = bumped
         assert project.container("mlflow").image.tags == [f"goose-mlflow/mlflow:{PREVIOUS_MLFLOW}"]
         project.older_revision = revision(project)
         project.content = content(project)
         yield project
+
+
+def test_make_bump_mlflow_moved_every_pin_of_the_copy(older):
+    """The older stack's copy was moved with make bump-mlflow VERSION=<previous>: every place names it, and
+    the command said so as docs/operations.md shows."""
+    assert older.bumped.splitlines() == guide.console("docs/operations.md", f"make bump-mlflow VERSION={PREVIOUS_MLFLOW}")
+    read = {name: (older.directory / name).read_text() for name in PINNED_FILES}
+    assert f"mlflow[auth]=={PREVIOUS_MLFLOW}\n" in read["mlflow/requirements.txt"]
+    assert f"&mlflow-image goose-mlflow/mlflow:{PREVIOUS_MLFLOW}\n" in read["compose.yaml"]
+    for lock in ("mlflow/constraints.txt", "constraints-dev.txt"):
+        assert re.findall(r"^(mlflow(?:-skinny|-tracing)?)==(\S+)$", read[lock], re.M) == [
+            ("mlflow", PREVIOUS_MLFLOW), ("mlflow-skinny", PREVIOUS_MLFLOW), ("mlflow-tracing", PREVIOUS_MLFLOW)], lock
+    assert "mlflow-tracing" not in read["mlflow/overrides.txt"]  # the previous release's is on the index
 
 
 def test_a_failed_migration_fails_make_up_and_leaves_the_data_and_a_backup(older):

@@ -15,6 +15,7 @@ from harness.proxy import otlp_batch_of
 
 JOBS = (403, b"refused at the proxy: server jobs are started on the server (docs/security.md)")
 JUDGES = (403, b"refused at the proxy: judges run on the server for traces as they arrive (docs/evaluation.md)")
+JUDGE_WRITE = (403, b"refused at the proxy: judges are registered on the server with make judge (docs/evaluation.md)")
 MANAGED = (403, b"refused at the proxy: this is managed on the server (docs/security.md)")
 GATEWAY_WRITE = (403, b"refused at the proxy: AI Gateway keys and endpoints are managed on the server "
                       b"(docs/evaluation.md)")
@@ -49,6 +50,22 @@ def test_judges_on_demand_are_refused(native_proxy, admin, path):
 
 def test_the_prompt_optimisation_jobs_are_still_listed(native_proxy, admin):
     assert ask(native_proxy, admin, "GET", "/ajax-api/3.0/mlflow/prompt-optimization/jobs/search?experiment_id=0")[0] == 200
+
+
+@pytest.mark.parametrize("method, path", [
+    ("POST", "/api/3.0/mlflow/scorers/register"), ("POST", "/ajax-api/3.0/mlflow/scorers/register"),
+    ("DELETE", "/api/3.0/mlflow/scorers/delete"), ("PUT", "/ajax-api/3.0/mlflow/scorers/online-config"),
+    ("PUT", "/api/3.0/mlflow/scorers/online-config"), ("POST", "/API/3.0/MLflow/Scorers/Register/"),
+    ("POST", "//api/3.0/mlflow//scorers/register"), ("POST", "/api/3.0/mlflow/scorers/regist%65r"),
+    ("DELETE", "/ajax-api/3.0/mlflow/scorers/delete/")])
+def test_judge_writes_are_refused_on_every_spelling_even_to_the_admin(native_proxy, admin, method, path):
+    assert ask(native_proxy, admin, method, path, {"experiment_id": "1", "name": "x"}) == JUDGE_WRITE
+
+
+@pytest.mark.parametrize("path", ["/ajax-api/3.0/mlflow/scorers/list?experiment_id=0",
+                                  "/ajax-api/3.0/mlflow/scorers/online-configs?scorer_ids=none"])
+def test_judges_stay_listed_for_the_ui(native_proxy, admin, path):
+    assert ask(native_proxy, admin, "GET", path)[0] == 200
 
 
 @pytest.mark.parametrize("path", ["/api/3.0/mlflow/gateway/secrets/create", "/ajax-api/3.0/mlflow/gateway/endpoints/update"])

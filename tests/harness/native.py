@@ -17,9 +17,12 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import psycopg2
 
 from harness.compose_file import REPO, SECRETS_IN_CONTAINER, load_compose, replace_all, secret_files, service_env
 from mlflow_api import wait_until_healthy
@@ -252,6 +255,13 @@ class NativeStack:
     def database_uri(self, role: str, password: str, database: str) -> str:
         assert self.postgres is not None
         return f"postgresql://{role}:{password}@127.0.0.1:{self.postgres.port}/{database}"
+
+    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """The rows of `sql` in MLflow's tracking database, as its own role reads them."""
+        uri = self.database_uri("mlflow", self.secret("mlflow-db-password"), "mlflow")
+        with closing(psycopg2.connect(uri)) as connection, connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
 
     def stop(self) -> None:
         stop_processes(self.processes)
