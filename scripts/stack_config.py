@@ -90,7 +90,7 @@ def goose_env(public_url: str, experiment_id: str, auth: tuple[str, str] | None 
         headers += ",Authorization=" + urllib.parse.quote(basic_auth(*auth), safe="")
     # Every line also pins what goose would otherwise take from the user's shell
     # (aaif-goose/goose crates/goose/src/otel/otlp.rs and the opentelemetry-otlp
-    # 0.32 crate it builds the exporter with; README's goose section quotes them).
+    # 0.32 crate it builds the exporter with; docs/getting-started.md quotes them).
     env = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": public_url,
         # The traces endpoint wins over the generic one and is used as written.

@@ -15,8 +15,8 @@ import pytest
 
 import bump_mlflow
 from harness.compose_file import REPO
-from test_compose_policy import MLFLOW_VERSION
 
+MLFLOW_VERSION = bump_mlflow.pinned_version((REPO / bump_mlflow.REQUIREMENTS).read_text())
 # What make lock-image reads and bump-mlflow writes.
 LOCKING = ("Makefile", "requirements-dev.txt", "mlflow/Dockerfile", bump_mlflow.REQUIREMENTS, bump_mlflow.COMPOSE,
            bump_mlflow.OVERRIDES, *bump_mlflow.LOCKS)

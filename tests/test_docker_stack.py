@@ -79,8 +79,8 @@ def test_a_client_that_knows_only_the_tracking_uri_reads_and_writes_artifacts(do
         "presigned_uploads": False, "presigned_downloads": False, "read_back": bare_client.TEXT}
 
 
-def test_the_readmes_bootstrap_from_the_host_writes_the_same_env_file(docker_stack, tmp_path):
-    block = guide.filled(guide.block("README.md", "sh", "python3 scripts/bootstrap.py --tracking-uri"),
+def test_the_getting_started_bootstrap_from_the_host_writes_the_same_env_file(docker_stack, tmp_path):
+    block = guide.filled(guide.block("docs/getting-started.md", "sh", "python3 scripts/bootstrap.py --tracking-uri"),
                          {"http://localhost:5000": docker_stack.url})
     # The system's python3 on a bare PATH: the bootstrap needs nothing but the standard library.
     result = guide.run(docker_stack, block, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})

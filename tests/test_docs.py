@@ -20,9 +20,9 @@ def test_the_team_guides_first_steps_are_the_readmes_which_the_team_suite_runs()
         guide.block("README.md", "sh", marker))
 
 
-def test_the_readmes_env_file_is_what_the_bootstrap_writes():
+def test_the_getting_started_env_file_is_what_the_bootstrap_writes():
     written = envfile.merge("", cfg.goose_env("http://localhost:5000", "1"))
-    assert guide.block("README.md", "sh", "export OTEL_EXPORTER_OTLP_ENDPOINT=") == written
+    assert guide.block("docs/getting-started.md", "sh", "export OTEL_EXPORTER_OTLP_ENDPOINT=") == written
 
 
 def test_the_team_guides_env_file_is_what_make_user_writes_but_for_the_secrets():
@@ -35,8 +35,8 @@ def test_the_team_guides_env_file_is_what_make_user_writes_but_for_the_secrets()
     assert shown == elided
 
 
-def test_the_readmes_doctor_runs_show_every_check_in_order():
-    page = (guide.REPO / "README.md").read_text()
+def test_the_troubleshooting_pages_doctor_runs_show_every_check_in_order():
+    page = (guide.REPO / "docs" / "troubleshooting.md").read_text()
     runs = [block for block in re.findall(r"```console\n(.*?)```", page, re.DOTALL) if block.startswith("$ make doctor\n")]
     assert len(runs) == 2  # a healthy stack, and a broken one
     names = [name for name, _, _ in doctor.CHECKS]
@@ -47,7 +47,8 @@ def test_the_readmes_doctor_runs_show_every_check_in_order():
 
 def test_every_doctor_line_the_pages_quote_names_a_check_of_the_doctor():
     checks = {name for name, _, _ in doctor.CHECKS}
-    quoted = {name for page in ("README.md", "docs/team.md", "docs/evaluation.md", "docs/external.md")
+    pages = ("README.md", "docs/troubleshooting.md", "docs/team.md", "docs/evaluation.md", "docs/external.md")
+    quoted = {name for page in pages
               for name in re.findall(r"(?:^|`)(?:FAIL|ok) +([a-z-]+) ", (guide.REPO / page).read_text(), re.MULTILINE)}
     assert quoted and quoted <= checks
 

@@ -1,4 +1,4 @@
-"""The tree says where code runs: README's Layout names what a newcomer's `ls` shows."""
+"""The tree says where code runs: docs/architecture.md's Layout names what a newcomer's `ls` shows."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ def top_level_entries() -> set[str]:
 
 
 def layout_entries() -> set[str]:
-    readme = (REPO / "README.md").read_text()
-    block = readme.split("## Layout", 1)[1].split("```", 2)[1]
+    page = (REPO / "docs" / "architecture.md").read_text()
+    block = page.split("## Layout", 1)[1].split("```", 2)[1]
     return {re.split(r"[/\s]", line, maxsplit=1)[0] for line in block.splitlines() if line and not line[0].isspace()}
 
 
-def test_readme_layout_names_every_top_level_entry_and_nothing_else():
+def test_the_layout_names_every_top_level_entry_and_nothing_else():
     assert layout_entries() == top_level_entries()
 
 

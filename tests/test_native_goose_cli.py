@@ -54,9 +54,9 @@ def test_the_doctor_names_goose_1_37_with_the_upgrade(goose):
         doctor.check_goose_cli(shell_with(goose.parent))
     assert str(failed.value) == (f"goose 1.37.0 ({goose}) sends no traces: its exporter thread panics "
                                  "(aaif-goose/goose issue #9494); upgrade goose: goose update")
-    # The line README's troubleshooting table quotes, for a goose in /usr/local/bin.
+    # The line docs/troubleshooting.md's table quotes, for a goose in /usr/local/bin.
     quoted = f"FAIL {'goose-cli':<10} " + str(failed.value).replace(str(goose), "/usr/local/bin/goose")
-    assert quoted in (REPO / "README.md").read_text()
+    assert quoted in (REPO / "docs" / "troubleshooting.md").read_text()
 
 
 def test_the_doctor_passes_a_shell_without_goose(tmp_path):

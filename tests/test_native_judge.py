@@ -48,6 +48,11 @@ def instructions_of(definition: dict) -> str:
     return definition["instructions_judge_pydantic_data"]["instructions"]
 
 
+def goose_traces_id(native_stack) -> str:
+    """Other native suites recreate goose-traces, so its id is whatever MLflow says now."""
+    return MlflowClient(native_stack.mlflow_url).get_experiment_by_name("goose-traces")["experiment_id"]
+
+
 def fresh_name() -> str:
     return f"judge_{uuid.uuid4().hex[:8]}"
 
@@ -66,7 +71,7 @@ def test_a_judge_is_registered_on_goose_traces_and_started_for_every_reply(nativ
 def test_the_output_says_what_runs_and_ends_with_what_to_do_next(native_stack, endpoint):
     name = fresh_name()
     lines = judge(native_stack, "--name", name).stdout.splitlines()
-    assert lines[0] == (f"Judge {name!r} started on goose-traces (experiment 1): it scores every new goose reply "
+    assert lines[0] == (f"Judge {name!r} started on goose-traces (experiment {goose_traces_id(native_stack)}): it scores every new goose reply "
                         "with gateway:/judge.")
     assert lines[-1].startswith("Next: with EVALUATION=on in .env") and f"make judge NAME={name} SAMPLE=0" in lines[-1]
 
@@ -87,7 +92,8 @@ def test_sample_zero_stops_the_judge_without_instructions_and_keeps_it(native_st
     assert judge(native_stack, "--name", name).returncode == 0
     result = judge(native_stack, "--name", name, "--sample", "0", stdin="")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0] == f"Judge {name!r} stopped on goose-traces (experiment 1): it scores no new reply."
+    assert result.stdout.splitlines()[0] == (
+        f"Judge {name!r} stopped on goose-traces (experiment {goose_traces_id(native_stack)}): it scores no new reply.")
     assert [(version, rate) for version, _, rate in stored(native_stack, name)] == [(1, 0.0)]
 
 

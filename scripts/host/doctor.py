@@ -5,7 +5,7 @@ In order: Docker and Compose versions; each service's state and health; the
 published port and who else holds it; the Host allow-list against the public
 URL; the bucket; the experiment id in the env file against the server; and
 what goose would see after `source .env` in this shell (the traps of
-README's goose section: a disabled SDK, compression, a gRPC protocol, another
+docs/getting-started.md: a disabled SDK, compression, a gRPC protocol, another
 endpoint) and whether that endpoint takes a batch; and the goose on this
 shell's PATH, if it is a release that cannot export. Each check prints `ok` or
 `FAIL` and one line; the exit status is the number of failed checks.

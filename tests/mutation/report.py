@@ -20,6 +20,7 @@ import logging
 import shutil
 import subprocess
 import sys
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +61,9 @@ def stage(work: Path) -> None:
     shutil.copytree(REPO / "scripts", work / "src", ignore=ignore)
     shutil.copytree(REPO / "tests", work / "tests", ignore=ignore)
     shutil.copy2(REPO / "pyproject.toml", work / "pyproject.toml")
+    for name in tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mutmut"].get("also_copy", []):
+        copy = shutil.copytree if (REPO / name).is_dir() else shutil.copy2
+        copy(REPO / name, work / name)
     (work / "mutants").mkdir()
     (work / "mutants" / "scripts").symlink_to("src", target_is_directory=True)
 
