@@ -8,30 +8,13 @@ SETTINGS = PYTHONPATH=scripts $(PYTHON) scripts/host/compose_settings.py
 # compose.team.yaml after compose.yaml, so compose.external.yaml in
 # COMPOSE_FILE is honoured by every team target.
 TEAM_COMPOSE = $(COMPOSE) $(addprefix -f ,$(subst :, ,$(or $(shell $(SETTINGS) compose-files --team),$(error the line above says what to fix))))
-# The services `up` waits to be healthy: mlflow and retention (which exits on
-# a bad TRACE_RETENTION_DAYS), and the proxy in team mode.
-WAIT_FOR ?= mlflow retention
-# backup, restore and status act on the stack as it runs: with the compose
-# files its containers were started with (team mode's too), read from the
-# label Compose puts on them; with COMPOSE when nothing runs.
-STACK_FILES = $(shell id=$$($(COMPOSE) ps --all --quiet mlflow 2>/dev/null | head -n 1); \
-	[ -z "$$id" ] || docker inspect --format '{{index .Config.Labels "com.docker.compose.project.config_files"}}' "$$id" \
-	| tr ',' '\n' | sed 's/^/-f /')
-STACK_COMPOSE = $(COMPOSE) $(STACK_FILES)
-# The retention limit the stack runs with: its retention container's (a restore starts it again as it was
-# created), else the settings' (none created yet).
-RUNNING_RETENTION = $(shell id=$$($(COMPOSE) ps --all --quiet retention 2>/dev/null | head -n 1); \
-	if [ -n "$$id" ]; then docker inspect --format '{{range .Config.Env}}{{println .}}{{end}}' "$$id" \
-	| sed -n 's/^TRACE_RETENTION_DAYS=//p'; else $(SETTINGS) setting TRACE_RETENTION_DAYS; fi)
+# The stack as it runs (backup, restore, judge, ... act on it): the compose
+# files its containers were started with, team mode's too; COMPOSE's when nothing runs.
+STACK_COMPOSE = $(COMPOSE) $(shell $(SETTINGS) running-files)
 # What make restore tells restore.py: FORCE, PRUNE, and the limit the stack starts again with.
-RESTORE_FLAGS = $(if $(FORCE),--force) $(if $(PRUNE),--prune) --retention-days "$(RUNNING_RETENTION)"
-# `make up` of the running stack, in its mode, with its containers as they
-# were created (the proxy keeps its port): what a restore ends with.
-RESTART = $(MAKE) --no-print-directory up COMPOSE="$(STACK_COMPOSE)" UP_FLAGS=--no-recreate \
-	WAIT_FOR="$(if $(findstring compose.team.yaml,$(STACK_FILES)),proxy retention,mlflow retention)"
-# Compose's plain progress lines (not a terminal), each with the seconds since `make up` began.
-UP_PROGRESS = $(if $(shell [ -t 2 ] && echo terminal),,2> >(while IFS= read -r line; do \
-	printf '[%3ds] %s\n' "$$SECONDS" "$$line"; done >&2))
+RESTORE_FLAGS = $(if $(FORCE),--force) $(if $(PRUNE),--prune) --retention-days "$(shell $(SETTINGS) running-retention-days)"
+# make up, make team-up and the restart that ends make restore (scripts/host/up.py).
+UP = PYTHONPATH=scripts:scripts/host $(PYTHON) scripts/host/up.py --compose "$(COMPOSE)"
 BOOTSTRAP := python3 /opt/stack/scripts/bootstrap.py --tracking-uri http://mlflow:5000 --users-dir /project/users
 VENV := .venv
 STAMP := $(VENV)/.installed-requirements
@@ -55,24 +38,7 @@ help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 up: ## Start the stack, wait until healthy, print the bootstrap's summary
-	@# Compose 2.26's --wait counts a finished one-shot job as a failure, so the
-	@# servers are waited for first and the bootstrap job is waited for by name.
-	@# backups/ is made here, by the user, so that it is theirs, not root's.
-	@# Progress: in a terminal Compose's live view shows each container and its
-	@# time; elsewhere (CI, a pipe, a log) its plain lines get the seconds since start.
-	@mkdir -p -m 700 backups
-	@SECONDS=0; $(COMPOSE) up --detach --build --wait $(UP_FLAGS) $(WAIT_FOR) $(UP_PROGRESS) || { status=$$?; \
-	  for job in $$($(COMPOSE) ps --all --status exited --format '{{.Service}}:{{.ExitCode}}' | grep -v ':0$$'); do \
-	    echo "make up: $${job%%:*} failed:" >&2; docker logs $$($(COMPOSE) ps --all --quiet "$${job%%:*}") 2>&1 | tail -n 1 >&2; done; \
-	  exit $$status; }
-	@# What the migrate job did, when it did more than check (an upgrade, after a backup).
-	@docker logs $$($(COMPOSE) ps --all --quiet migrate) 2>&1 | grep '^migrate: upgraded' || true
-	@$(COMPOSE) up --detach --no-deps --force-recreate bootstrap 2>/dev/null; \
-	$(COMPOSE) wait bootstrap >/dev/null 2>&1; status=$$?; \
-	container=$$($(COMPOSE) ps --all --quiet bootstrap); \
-	if [ $$status -eq 0 ]; then docker logs $$container 2>/dev/null; \
-	else docker logs $$container >&2; echo "make up: the bootstrap failed (exit $$status); see above" >&2; fi; \
-	exit $$status
+	@$(UP)
 
 down: ## Stop the stack; data and credentials stay (down -v deletes them)
 	$(COMPOSE) down
@@ -81,9 +47,7 @@ logs: ## Follow the stack's logs
 	$(COMPOSE) logs --follow
 
 team-up: ## Team mode: TLS proxy, accounts (needs MLFLOW_PUBLIC_URL; see docs/team.md)
-	@# The proxy listens on the port of MLFLOW_PUBLIC_URL; checked before anything starts.
-	@port=$$($(SETTINGS) team-https-port) && files="$(TEAM_COMPOSE)" && \
-	TEAM_HTTPS_PORT=$$port $(MAKE) --no-print-directory up COMPOSE="$$files" WAIT_FOR="proxy retention"
+	@$(UP) --team
 
 team-down: ## Stop team mode; data, accounts and certificates stay
 	$(TEAM_COMPOSE) down
@@ -137,11 +101,11 @@ restore: ## Restore a backup into this stack, which must hold no data (FILE=back
 	@# with the retention limit of .env, which must delete none of the backup's traces (or PRUNE=1).
 	@$(STACK_COMPOSE) run --rm --no-deps --volume "$(abspath $(FILE)):/restore/$(notdir $(FILE)):ro" migrate \
 		python3 scripts/restore.py --check $(RESTORE_FLAGS) "/restore/$(notdir $(FILE))"
-	@$(STACK_COMPOSE) stop $(if $(findstring compose.team.yaml,$(STACK_FILES)),proxy) retention mlflow
+	@$(STACK_COMPOSE) stop $(if $(findstring compose.team.yaml,$(STACK_COMPOSE)),proxy) retention mlflow
 	@$(STACK_COMPOSE) run --rm --no-deps --volume "$(abspath $(FILE)):/restore/$(notdir $(FILE)):ro" migrate \
 		python3 scripts/restore.py $(RESTORE_FLAGS) "/restore/$(notdir $(FILE))" \
-		|| { echo "make restore: failed (see above); starting the stack again" >&2; $(RESTART) >/dev/null 2>&1; exit 1; }
-	@$(RESTART)
+		|| { echo "make restore: failed (see above); starting the stack again" >&2; $(UP) --restart >/dev/null 2>&1; exit 1; }
+	@$(UP) --restart
 
 status: $(HOST_STAMP) ## Each service's health, disk use, schema, traces per experiment, the last backup's age
 	@PYTHONPATH=scripts $(HOST_VENV)/bin/python scripts/host/status.py
@@ -187,7 +151,7 @@ bump-mlflow: $(UV) ## Move the stack to another MLflow release: the pin, the ima
 $(VENV)/bin/uv: $(STAMP)
 
 offline-images: ## Build local stand-ins for the base images (no registry needed)
-	bash tests/offline-images/build.sh
+	bash .ci/offline-images/build.sh
 
 $(STAMP): requirements-dev.txt requirements-host.txt constraints-dev.txt mlflow/requirements.txt
 	$(PYTHON) -m venv --clear $(VENV)

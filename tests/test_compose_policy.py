@@ -215,7 +215,7 @@ def test_env_example_documents_every_variable_compose_reads():
 
 
 def test_offline_images_are_tagged_with_the_names_compose_and_the_dockerfile_use():
-    build = (REPO / "tests" / "offline-images" / "build.sh").read_text()
+    build = (REPO / ".ci" / "offline-images" / "build.sh").read_text()
     built = set(re.findall(r"^readonly (?:PYTHON|POSTGRES|SILO|CADDY)_IMAGE=(\S+)$", build, re.M))
     dockerfile = (REPO / "mlflow" / "Dockerfile").read_text()
     team = load_compose({"MLFLOW_PUBLIC_URL": "https://m.example"}, team=True)["services"]

@@ -81,3 +81,15 @@ def test_one_setting_is_printed_as_compose_reads_it(tmp_path, monkeypatch, capsy
         monkeypatch.setenv(name, value)
     assert settings.main(["--directory", str(tmp_path), "setting", "TRACE_RETENTION_DAYS"]) == 0
     assert capsys.readouterr().out == printed
+
+
+@pytest.mark.parametrize("files", [["/srv/stack/compose.yaml", "/srv/stack/compose.team.yaml"],
+                                   "/srv/stack/compose.yaml,/srv/stack/compose.team.yaml,/srv/stack/compose.external.yaml"])
+def test_the_team_file_among_the_files_or_the_label_means_team_mode(files):
+    assert settings.is_team(files)
+
+
+@pytest.mark.parametrize("files", [[], ["compose.yaml", "compose.external.yaml"], "/srv/compose.yaml",
+                                   "/srv/my-compose.team.yaml.bak"])
+def test_without_the_team_file_it_is_local_mode(files):
+    assert not settings.is_team(files)

@@ -23,10 +23,10 @@ from harness.project import copy_checkout
 from test_compose_policy import MLFLOW_VERSION, pins
 
 CODE = ["scripts", "bench", "tests"]
-NOT_SCANNED = ("tests/offline-images/",)  # the stand-in images declare their own packages
+NOT_SCANNED = (".ci/offline-images/",)  # the stand-in images declare their own packages
 # Declared for a program they provide, not for an import.
 PROGRAMS = {
-    "moto": "the S3 stand-in (tests/offline-images/silo/s3-standin) runs on it, with the test virtualenv's python",
+    "moto": "the S3 stand-in (.ci/offline-images/silo/s3-standin) runs on it, with the test virtualenv's python",
     "py-spy": "make profile runs its binary",
     "mutmut": "make mutation runs it",
     "uv": "make lock-image runs it",

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import stack_config as cfg
+from compose_settings import PROJECT_LABEL
 from harness import bare_client, guide
 from harness.commands import bare_client_round_trip, client_env, run_sourced, source_and_emit
 from harness.compose_file import REPO, load_compose
@@ -189,7 +190,7 @@ def test_a_team_https_port_that_disagrees_with_the_public_url_is_refused_before_
     try:
         result = project.run("make", "team-up", check=False)
         started = project.containers() + project.engine.volumes.list(
-            filters={"label": f"com.docker.compose.project={project.name}"})
+            filters={"label": f"{PROJECT_LABEL}={project.name}"})
     finally:
         project.down()  # were the check to regress, what it started must not hold port 8443 for later tests
     assert result.returncode != 0

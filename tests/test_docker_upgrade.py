@@ -30,7 +30,7 @@ from test_compose_policy import MLFLOW_VERSION
 
 pytestmark = pytest.mark.docker
 
-# An older major version of PostgreSQL than compose.yaml's (tests/offline-images builds it).
+# An older major version of PostgreSQL than compose.yaml's (.ci/offline-images builds it).
 OLDER_POSTGRES_IMAGE = "postgres:15-bookworm"
 # The newest release of the minor before the pinned one on the package index; move it with the pin.
 PREVIOUS_MLFLOW = "3.17.2"

@@ -1,15 +1,20 @@
 #!/usr/bin/env python3
-"""The stack's settings as Compose reads them (the shell's environment over .env), for make.
+"""The stack's compose files and mode, and its settings as Compose reads them (the shell's environment over .env).
 
-`make team-up` and the other team targets ask this module which compose files
-to use and which port the proxy listens on, so that they follow what the user
-set rather than a fixed list:
+The one owner of "which compose files, and is this team mode?": make (up.py
+and the targets below), the doctor, status and the tests ask this module.
+The team targets follow what the user set rather than a fixed list, and the
+targets that act on a running stack (backup, restore, judge, ...) follow the
+files its containers were started with:
 
   compose_settings.py compose-files [--team]   the files of COMPOSE_FILE (default compose.yaml),
                                        with compose.team.yaml after compose.yaml for --team
+  compose_settings.py running-files            the files the running stack was started with (empty: none runs)
   compose_settings.py team-https-port          the port of MLFLOW_PUBLIC_URL (443 without one);
                                        a TEAM_HTTPS_PORT that disagrees is refused
   compose_settings.py setting NAME             NAME's value (empty when unset)
+  compose_settings.py running-retention-days   the retention limit the running stack was created with
+                                       (a restore starts it again as it was), else the setting's
 
 Stdlib only: it runs before any venv exists.
 """
@@ -18,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import subprocess
 import sys
 import urllib.parse
 from collections.abc import Mapping
@@ -30,6 +37,12 @@ from errors import StackError, run_command
 BASE_FILE = "compose.yaml"
 TEAM_FILE = "compose.team.yaml"
 HTTPS_DEFAULT_PORT = 443
+# The labels Compose puts on what it creates (engine.py and the tests' harness read them from here).
+PROJECT_LABEL = "com.docker.compose.project"
+PROJECT_DIR_LABEL = "com.docker.compose.project.working_dir"
+CONFIG_FILES_LABEL = "com.docker.compose.project.config_files"  # the files it was started with, comma-separated
+SERVICE_LABEL = "com.docker.compose.service"
+CONTAINER_NUMBER_LABEL = "com.docker.compose.container-number"
 
 
 def read_settings(directory: Path, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
@@ -56,6 +69,43 @@ def compose_files(settings: Mapping[str, str], team: bool = False) -> list[str]:
     return files
 
 
+def is_team(files: list[str] | str) -> bool:
+    """Team mode: compose.team.yaml among the files (a list, or the label's comma-separated text)."""
+    names = files.split(",") if isinstance(files, str) else files
+    return any(Path(name).name == TEAM_FILE for name in names)
+
+
+def _container(compose: list[str], service: str, environ: Mapping[str, str]) -> str:
+    """The id of the service's container in the checkout's project, running or exited ('' when none)."""
+    result = subprocess.run([*compose, "ps", "--all", "--quiet", service], env=dict(environ), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    return next(iter(result.stdout.split()), "")
+
+
+def _inspect(container: str, template: str) -> str:
+    return subprocess.run(["docker", "inspect", "--format", template, container], text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL).stdout.strip()
+
+
+def running_files(compose: list[str], environ: Mapping[str, str] = os.environ) -> list[str]:
+    """The compose files the running stack (its mlflow container) was started with; [] when none was."""
+    container = _container(compose, "mlflow", environ)
+    if not container:
+        return []
+    label = _inspect(container, f'{{{{index .Config.Labels "{CONFIG_FILES_LABEL}"}}}}')
+    return [name for name in label.split(",") if name]
+
+
+def running_retention_days(compose: list[str], settings: Mapping[str, str]) -> str:
+    """TRACE_RETENTION_DAYS of the retention container as created, else the settings' (none created yet)."""
+    container = _container(compose, "retention", settings)
+    if not container:
+        return settings.get("TRACE_RETENTION_DAYS", "")
+    env = _inspect(container, "{{range .Config.Env}}{{println .}}{{end}}")
+    return next((line.split("=", 1)[1] for line in env.splitlines()
+                 if line.startswith("TRACE_RETENTION_DAYS=")), "")
+
+
 def team_https_port(settings: Mapping[str, str]) -> int:
     """The port the proxy must listen on: the one teammates' URL names."""
     url = settings.get("MLFLOW_PUBLIC_URL") or ""
@@ -79,10 +129,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Print a setting of the stack as Compose reads it (for make).")
     parser.add_argument("--directory", type=Path, default=Path.cwd(),
                         help="the checkout whose .env is read (default: the current directory)")
+    parser.add_argument("--compose", default=os.environ.get("COMPOSE", "docker compose"),
+                        help="the Compose command that finds the running stack (default: $COMPOSE, else %(default)s)")
     commands = parser.add_subparsers(dest="command", required=True)
     files = commands.add_parser("compose-files", help="the compose files, joined by ':'")
     files.add_argument("--team", action="store_true", help="with compose.team.yaml")
+    commands.add_parser("running-files", help="the running stack's compose files as -f options (empty: none runs)")
     commands.add_parser("team-https-port", help="the port of MLFLOW_PUBLIC_URL, checked against TEAM_HTTPS_PORT")
+    commands.add_parser("running-retention-days", help="the retention limit the running stack was created with")
     setting = commands.add_parser("setting", help="one setting's value (empty when unset)")
     setting.add_argument("name", help="e.g. TRACE_RETENTION_DAYS")
     return parser.parse_args(argv)
@@ -94,6 +148,10 @@ def answer(args: argparse.Namespace) -> str:
         return ":".join(compose_files(settings, team=args.team))
     if args.command == "setting":
         return settings.get(args.name, "")
+    if args.command == "running-files":
+        return " ".join(f"-f {shlex.quote(name)}" for name in running_files(shlex.split(args.compose), settings))
+    if args.command == "running-retention-days":
+        return running_retention_days(shlex.split(args.compose), settings)
     return str(team_https_port(settings))
 
 

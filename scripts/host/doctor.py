@@ -37,8 +37,8 @@ import compose_settings
 import envfile
 import otlp
 import stack_config as cfg
-from engine import (CONFIG_FILES_LABEL, compose_project, connect, container_env, project_containers, running, service,
-                    store_facts)
+from compose_settings import CONFIG_FILES_LABEL
+from engine import compose_project, connect, container_env, project_containers, running, service, store_facts
 from errors import StackError
 from mlflow_api import tls_context
 from verify import source_env_file
@@ -85,7 +85,7 @@ class Doctor:
 
     @property
     def team(self) -> bool:
-        return "compose.team.yaml" in self.files
+        return compose_settings.is_team(self.files)
 
     @property
     def public_url(self) -> str:

@@ -13,13 +13,8 @@ from pathlib import Path
 import docker
 from docker.models.containers import Container
 
+from compose_settings import CONTAINER_NUMBER_LABEL, PROJECT_DIR_LABEL, PROJECT_LABEL, SERVICE_LABEL
 from errors import StackError
-
-PROJECT_DIR_LABEL = "com.docker.compose.project.working_dir"
-SERVICE_LABEL = "com.docker.compose.service"
-PROJECT_LABEL = "com.docker.compose.project"
-CONFIG_FILES_LABEL = "com.docker.compose.project.config_files"
-CONTAINER_NUMBER_LABEL = "com.docker.compose.container-number"
 
 
 def connect() -> docker.DockerClient:

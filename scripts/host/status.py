@@ -20,7 +20,8 @@ from pathlib import Path
 import docker
 from docker.models.containers import Container
 
-from engine import PROJECT_LABEL, connect, project_containers, service, store_facts
+from compose_settings import PROJECT_LABEL
+from engine import connect, project_containers, service, store_facts
 from errors import StackError
 from units import age, human_size
 

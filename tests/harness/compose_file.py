@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+import compose_settings
+
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "compose.yaml"
 TEAM_COMPOSE_FILE = REPO / "compose.team.yaml"
@@ -24,8 +26,11 @@ _EXPRESSION = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::([-?])(.*))?", re.S)
 
 
 def compose_files(team: bool = False, external: bool = False) -> list[Path]:
-    """The files, in Compose's order, for local or team mode, with bundled or external services."""
-    return [COMPOSE_FILE] + ([TEAM_COMPOSE_FILE] if team else []) + ([EXTERNAL_COMPOSE_FILE] if external else [])
+    """The files, in Compose's order, for local or team mode, with bundled or external services: as make
+    picks them for COMPOSE_FILE=compose.yaml[:compose.external.yaml]."""
+    named = [COMPOSE_FILE] + ([EXTERNAL_COMPOSE_FILE] if external else [])
+    settings = {"COMPOSE_FILE": ":".join(path.name for path in named), "COMPOSE_PATH_SEPARATOR": ":"}
+    return [REPO / name for name in compose_settings.compose_files(settings, team=team)]
 
 
 def _closing_brace(value: str, start: int) -> int:

@@ -29,7 +29,7 @@ from mlflow_api import wait_until_healthy
 
 SCRIPTS = REPO / "scripts"
 ENTRYPOINT = REPO / "mlflow" / "docker-entrypoint.sh"
-S3_STANDIN = REPO / "tests" / "offline-images" / "silo" / "s3-standin"
+S3_STANDIN = REPO / ".ci" / "offline-images" / "silo" / "s3-standin"
 START_TIMEOUT_S = 180
 
 

@@ -27,6 +27,7 @@ import docker
 import pytest
 from docker.models.containers import Container
 
+from compose_settings import PROJECT_LABEL, SERVICE_LABEL
 from harness.compose_file import REPO, SECRETS_IN_CONTAINER, load_compose
 from harness.native import free_port
 from mlflow_api import MlflowClient
@@ -167,9 +168,9 @@ class ComposeProject:
 
     def containers(self, service: str | None = None) -> list[Container]:
         """The project's containers (running or exited), of one service or all."""
-        labels = [f"com.docker.compose.project={self.name}"]
+        labels = [f"{PROJECT_LABEL}={self.name}"]
         if service:
-            labels.append(f"com.docker.compose.service={service}")
+            labels.append(f"{SERVICE_LABEL}={service}")
         return self.engine.containers.list(all=True, filters={"label": labels})
 
     def container(self, service: str) -> Container:
@@ -181,13 +182,13 @@ class ComposeProject:
         states = {}
         for container in self.containers():
             state = container.attrs["State"]
-            states[container.labels["com.docker.compose.service"]] = (
+            states[container.labels[SERVICE_LABEL]] = (
                 state["Status"], state.get("Health", {}).get("Status", ""), state["ExitCode"])
         return states
 
     def published(self) -> set[tuple[str, str, int]]:
         """(service, host address, host port) of every port published on the host."""
-        return {(container.labels["com.docker.compose.service"], binding["HostIp"], int(binding["HostPort"]))
+        return {(container.labels[SERVICE_LABEL], binding["HostIp"], int(binding["HostPort"]))
                 for container in self.containers()
                 for bindings in (container.attrs["NetworkSettings"]["Ports"] or {}).values()
                 for binding in bindings or []}
@@ -249,7 +250,7 @@ class ComposeProject:
         """Host pids of every process in the running containers (of these services, or all)."""
         pids = []
         for container in self.containers():
-            if container.status != "running" or (services and container.labels["com.docker.compose.service"]
+            if container.status != "running" or (services and container.labels[SERVICE_LABEL]
                                                  not in services):
                 continue
             top = container.top(ps_args="-eo pid")

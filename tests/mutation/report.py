@@ -6,7 +6,12 @@ pytest's `pythonpath = ["scripts", "tests"]` (`import envfile`). So the run
 happens in a staging folder (build/mutation/ by default) where scripts/ is
 copied to src/, whose prefix mutmut drops, and mutants/scripts links to the
 mutated src/: the tests' own pythonpath, and scripts run as subprocesses,
-then use the mutated modules. Settings are in pyproject.toml's [tool.mutmut].
+then use the mutated modules. scripts/host/'s modules are also staged flat
+into src/, and those are the mutated ones: a mutant is switched on by its
+function's __module__, which is `doctor` for the tests (pythonpath scripts
+before scripts/host), not `host.doctor`; make's targets run the unmutated
+src/host/ files. Settings are in
+pyproject.toml's [tool.mutmut].
 
 The table goes to stdout, progress to stderr; the exit status is 1 when a
 gated module kills less than --threshold percent of its mutants.
@@ -25,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-GATED = ("envfile", "stack_config", "stack_secrets", "otlp", "errors", "host.compose_settings", "host.bump_mlflow")
+GATED = ("envfile", "stack_config", "stack_secrets", "otlp", "errors", "compose_settings", "bump_mlflow")
 # mutmut's exit codes per mutant (mutmut/stats.py): a failing test kills it; a
 # timeout is a kill too (the tests noticed); 33 means no test reaches the code.
 KILLED_CODES = {1, 3, -24, 24, 152, 255}
@@ -59,6 +64,8 @@ def stage(work: Path) -> None:
         shutil.rmtree(work)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
     shutil.copytree(REPO / "scripts", work / "src", ignore=ignore)
+    for module in (REPO / "scripts" / "host").glob("*.py"):
+        shutil.copy2(module, work / "src" / module.name)
     shutil.copytree(REPO / "tests", work / "tests", ignore=ignore)
     shutil.copy2(REPO / "pyproject.toml", work / "pyproject.toml")
     for name in tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mutmut"].get("also_copy", []):
@@ -86,13 +93,12 @@ def excluded_prefixes(excluded_functions: list[str]) -> list[str]:
 
 
 def scores(work: Path, excluded_functions: list[str]) -> dict[str, Score]:
-    """Module -> Score from mutmut's per-file results (mutants/src/<module>.py.meta; host.doctor for
-    src/host/doctor.py, as mutmut names it)."""
+    """Module -> Score from mutmut's per-file results (mutants/src/<module>.py.meta)."""
     prefixes = excluded_prefixes(excluded_functions)
     result: dict[str, Score] = {}
     source = work / "mutants" / "src"
-    for meta in sorted(source.rglob("*.py.meta")):
-        module = ".".join(meta.relative_to(source).with_suffix("").with_suffix("").parts)
+    for meta in sorted(source.glob("*.py.meta")):
+        module = meta.name.removesuffix(".py.meta")
         score = Score(module)
         for key, code in json.loads(meta.read_text())["exit_code_by_key"].items():
             if key.startswith(tuple(prefixes)):
