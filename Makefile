@@ -21,8 +21,8 @@ STAMP := $(VENV)/.installed-requirements
 # The host commands (scripts/host/) need only the Docker SDK: a small venv of their own.
 HOST_VENV := .venv-host
 HOST_STAMP := $(HOST_VENV)/.installed-requirements
-# The tools that measure the stack import its commands and the tests' harness.
-TOOLS := PYTHONPATH=scripts:tests:bench $(VENV)/bin/python
+# The tools that measure the stack import its commands and the development harness (harness/).
+TOOLS := PYTHONPATH=scripts:scripts/host:.:bench $(VENV)/bin/python
 # The locks are resolved with the overrides and installed as they are, with
 # --no-deps: a lock is the whole closure, and pip could not resolve it itself.
 # uv resolves them (from .venv unless UV names another).

@@ -44,7 +44,7 @@ def outbound() -> Iterator[Tripwire]:
 
 @pytest.fixture(scope="session")
 def goose() -> Path:
-    """goose 1.37.0's executable (tests/harness/goose_cli.py)."""
+    """goose 1.37.0's executable (harness/goose_cli.py)."""
     return goose_binary()
 
 

@@ -91,3 +91,16 @@ def test_a_release_the_index_cannot_lock_puts_every_file_back(tmp_path):
     result = bump(repo, "0.0.1")
     assert result.returncode != 0 and "bump-mlflow: error: " in result.stderr, result.stderr
     assert contents(repo) == before
+
+
+def test_the_locks_of_this_checkout_pin_mlflow_and_its_skinny_twin_at_the_pin():
+    assert bump_mlflow.locked_versions(REPO, MLFLOW_VERSION) == []
+
+
+@pytest.mark.parametrize("line", ["mlflow==9.8.7", "mlflow-skinny==9.8.7", "mlflow==9.8.70", " mlflow==9.8.7"])
+def test_a_lock_missing_either_package_at_exactly_the_version_is_named(tmp_path, line):
+    for name in bump_mlflow.LOCKS:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("alembic==1.0\nmlflow==9.8.7\nmlflow-skinny==9.8.7\n")
+    (tmp_path / bump_mlflow.LOCKS[1]).write_text(f"alembic==1.0\n{line}\n")
+    assert bump_mlflow.locked_versions(tmp_path, "9.8.7") == [bump_mlflow.LOCKS[1]]

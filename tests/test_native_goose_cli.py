@@ -3,7 +3,7 @@
 Its exporter thread panics at the first batch (aaif-goose/goose issue #9494),
 so a session that reached its model leaves no trace, with the stack and
 `.env` in order. The model is the OpenAI-compatible stand-in of the tests
-(tests/harness/llm_provider.py).
+(harness/llm_provider.py).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Export one goose-shaped session with the stock OpenTelemetry SDK, configured only by the environment.
 
-Run as `bash -c 'source .env && python tests/otel_emit.py SESSION_ID [--failed-tool]'`: the
+Run as `bash -c 'source .env && python harness/otel_emit.py SESSION_ID [--failed-tool]'`: the
 exporter gets no argument, so endpoint, headers and service name come from the
 OTEL_* variables exactly as any OTel SDK (and goose) reads them. Prints the
 trace id (hex) on stdout; exits 1 if the export did not succeed.

@@ -16,7 +16,7 @@ import yaml
 
 import compose_settings
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "compose.yaml"
 TEAM_COMPOSE_FILE = REPO / "compose.team.yaml"
 EXTERNAL_COMPOSE_FILE = REPO / "compose.external.yaml"
