@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -144,3 +145,17 @@ def write_atomic(path: Path, text: str, mode: int = 0o644) -> bool:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return True
+
+
+def source_otel(env_file: Path, shell_env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The OTEL_* variables a shell has after `source env_file`: a bare shell's, or one that starts with
+    `shell_env` (make doctor passes the user's, to see what goose would inherit from it)."""
+    if not env_file.is_file():
+        raise StackError(f"{env_file} does not exist; run make up (or scripts/bootstrap.py) first")
+    shell = subprocess.run(
+        ["bash", "-c", 'set -a; source "$1" >/dev/null || exit 1; env -0', "source", str(env_file)],
+        capture_output=True, env=dict(shell_env or {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}), check=False)
+    if shell.returncode != 0:
+        raise StackError(f"bash could not source {env_file}: {shell.stderr.decode().strip()}")
+    pairs = (item.partition("=") for item in shell.stdout.decode().split("\0") if item)
+    return {key: value for key, _, value in pairs if key.startswith("OTEL_")}

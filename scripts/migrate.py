@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 import store
-from backup import DEFAULT_DIRECTORY, NAME_PREFIX, mlflow_version, read_manifest, take_backup
+from archive import DEFAULT_DIRECTORY, NAME_PREFIX, mlflow_version, read_manifest, take_backup
 from errors import StackError, reason_in, run_command
 
 

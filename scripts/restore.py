@@ -36,10 +36,10 @@ from pathlib import Path
 
 from psycopg2 import sql
 
+import stack_config as cfg
 import store
-from backup import CHUNK, MANIFEST, mlflow_version, read_manifest
+from archive import CHUNK, MANIFEST, mlflow_version, read_manifest
 from errors import StackError, reason_in, run_command
-from retention import DAY_MS, retention_days
 
 # What a stack may hold and still count as empty: MLflow's Default experiment and the bootstrap's.
 EMPTY_WHEN_ZERO = ("runs", "traces", "registered_models", "logged_models")
@@ -143,7 +143,7 @@ def check_retention(path: Path, days: int | None, prune: bool, now_ms: int) -> s
     `prune`, said when pruned, None when nothing goes."""
     if days is None:
         return None
-    cutoff_ms = now_ms - days * DAY_MS
+    cutoff_ms = cfg.retention_cutoff_ms(days, now_ms)
     starts = trace_start_times(path)
     doomed = sum(1 for start in starts if start <= cutoff_ms)
     if not doomed:
@@ -268,7 +268,7 @@ def run(args: argparse.Namespace) -> str | None:
         if held and not args.force:
             raise StackError(f"this stack holds data already ({', '.join(held)}); restore into a fresh stack "
                              "(docker compose down -v, then make up), or give FORCE=1 to replace it")
-        pruned = check_retention(args.file, retention_days(args.retention_days), args.prune, int(time.time() * 1000))
+        pruned = check_retention(args.file, cfg.retention_days(args.retention_days), args.prune, int(time.time() * 1000))
         if pruned:
             log(pruned)
         if args.check:

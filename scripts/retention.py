@@ -23,23 +23,8 @@ import stack_config as cfg
 from errors import StackError, run_command
 from mlflow_api import MlflowClient
 
-DAY_MS = 86_400_000
 BATCH = 1000  # traces per delete, by default: short transactions while goose keeps sending
 HEARTBEAT = Path("/tmp/retention-heartbeat")  # touched after every pass; the service's health check reads it
-
-
-def retention_days(value: str | None) -> int | None:
-    """The number of days to keep, or None to keep everything."""
-    if value is None or not value.strip():
-        return None
-    try:
-        days = int(value)
-    except ValueError:
-        days = 0
-    if days < 1:
-        raise StackError(f"TRACE_RETENTION_DAYS={value!r} is not a whole number of days (1 or more); "
-                         "fix it in .env, or leave it empty to keep every trace")
-    return days
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -72,7 +57,7 @@ def prune_experiment(client: MlflowClient, experiment_id: str, cutoff_ms: int, b
 
 def prune(client: MlflowClient, days: int, now_ms: int, batch: int) -> list[str]:
     """One pass over every experiment (deleted ones too: their traces still take space); a line each."""
-    cutoff_ms = now_ms - days * DAY_MS
+    cutoff_ms = cfg.retention_cutoff_ms(days, now_ms)
     cutoff = datetime.fromtimestamp(cutoff_ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = []
     for experiment in client.all_experiments():
@@ -118,7 +103,7 @@ def check_applied(running: str | None, configured: str | None) -> None:
 
 def run(args: argparse.Namespace) -> str | None:
     check_applied(args.days, args.configured)
-    days = retention_days(args.days)
+    days = cfg.retention_days(args.days)
     if args.batch < 1:
         raise StackError(f"--batch {args.batch}: give 1 or more traces per delete")
     client = MlflowClient(cfg.check_url(args.tracking_uri, "tracking URI"), headers=cfg.client_headers())

@@ -128,3 +128,25 @@ def client_headers(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
 
 def traces_ui_url(public_url: str, experiment_id: str) -> str:
     return f"{public_url}/#/experiments/{experiment_id}/traces"
+
+
+DAY_MS = 86_400_000
+
+
+def retention_days(value: str | None) -> int | None:
+    """The number of days to keep, or None to keep everything."""
+    if value is None or not value.strip():
+        return None
+    try:
+        days = int(value)
+    except ValueError:
+        days = 0
+    if days < 1:
+        raise StackError(f"TRACE_RETENTION_DAYS={value!r} is not a whole number of days (1 or more); "
+                         "fix it in .env, or leave it empty to keep every trace")
+    return days
+
+
+def retention_cutoff_ms(days: int, now_ms: int) -> int:
+    """Traces that started before this (ms since the epoch) are older than `days` days: retention deletes them."""
+    return now_ms - days * DAY_MS

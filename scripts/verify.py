@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import envfile
 import otlp
 import stack_config as cfg
 from errors import StackError, run_command
@@ -41,20 +40,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="seconds to wait for the trace to appear (default: %(default)s)")
     parser.add_argument("--keep", action="store_true", help="leave the test trace in the experiment")
     return parser.parse_args(argv)
-
-
-def source_env_file(env_file: Path, shell_env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The OTEL_* variables a shell has after `source env_file`: a bare shell's, or one that starts with
-    `shell_env` (make doctor passes the user's, to see what goose would inherit from it)."""
-    if not env_file.is_file():
-        raise StepFailed("read env file", f"{env_file} does not exist; run make up (or scripts/bootstrap.py) first")
-    shell = subprocess.run(
-        ["bash", "-c", 'set -a; source "$1" >/dev/null || exit 1; env -0', "verify", str(env_file)],
-        capture_output=True, env=dict(shell_env or {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}), check=False)
-    if shell.returncode != 0:
-        raise StepFailed("read env file", f"bash could not source {env_file}: {shell.stderr.decode().strip()}")
-    pairs = (item.partition("=") for item in shell.stdout.decode().split("\0") if item)
-    return {key: value for key, _, value in pairs if key.startswith("OTEL_")}
 
 
 def export_session(environ: dict[str, str]) -> tuple[str, str, dict[str, str]]:
@@ -128,7 +113,10 @@ def delete_again(client: MlflowClient, experiment_id: str, trace_id: str) -> str
 
 
 def run(args: argparse.Namespace) -> str:
-    environ = source_env_file(args.env_file.absolute())
+    try:
+        environ = envfile.source_otel(args.env_file.absolute())
+    except StackError as exc:
+        raise StepFailed("read env file", str(exc)) from None
     trace_id, experiment_id, headers = export_session(environ)
     base_url = environ["OTEL_EXPORTER_OTLP_ENDPOINT"].rstrip("/")
     auth = {key: value for key, value in headers.items() if key.lower() == "authorization"}

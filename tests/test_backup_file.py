@@ -1,6 +1,6 @@
-"""A backup file is checked before anything is restored: scripts/backup.py's format, scripts/restore.py's checks.
+"""A backup file is checked before anything is restored: scripts/archive.py's format, scripts/restore.py's checks.
 
-Archives here are written with backup.py's own Archive (no database needed):
+Archives here are written with archive.py's own Archive (no database needed):
 a dump member, an artifact and the manifest, as take_backup writes them.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from backup import FORMAT, MANIFEST, Archive, read_manifest
+from archive import FORMAT, MANIFEST, Archive, read_manifest
 from errors import StackError
 from restore import verify_file
 
@@ -139,7 +139,7 @@ def test_a_backup_from_a_newer_mlflow_is_refused_before_the_stack_is_touched(tmp
 
 
 def test_a_failed_backup_leaves_no_file_behind(tmp_path, monkeypatch):
-    import backup
+    import archive
     import store
 
     class BrokenBucket(store.Bucket):
@@ -149,7 +149,7 @@ def test_a_failed_backup_leaves_no_file_behind(tmp_path, monkeypatch):
     monkeypatch.setattr(store, "databases", lambda: [])
     monkeypatch.setattr(store, "artifact_bucket", lambda: BrokenBucket("b", "", None))
     with pytest.raises(StackError, match="went away"):
-        backup.take_backup(tmp_path / "backups")
+        archive.take_backup(tmp_path / "backups")
     assert list((tmp_path / "backups").iterdir()) == []
 
 

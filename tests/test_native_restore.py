@@ -12,13 +12,12 @@ import psycopg2
 import pytest
 
 import otlp
+import stack_config as cfg
 from mlflow_api import MlflowClient
-
-DAY_MS = 86_400_000
 
 
 def send_aged(url: str, experiment_id: str, days_ago: float) -> None:
-    spans = otlp.goose_session(f"restore-{uuid.uuid4().hex[:6]}", now_ns=time.time_ns() - int(days_ago * DAY_MS * 10**6))
+    spans = otlp.goose_session(f"restore-{uuid.uuid4().hex[:6]}", now_ns=time.time_ns() - int(days_ago * cfg.DAY_MS * 10**6))
     status, _ = otlp.export(url + "/v1/traces", otlp.encode_export_request(spans, {"service.name": "goose"}),
                             {"x-mlflow-experiment-id": experiment_id})
     assert status == 200
@@ -38,7 +37,7 @@ def backup(native_stack, tmp_path_factory):
                                                             "mlflow"))
     with connection, connection.cursor() as cursor:
         cursor.execute("SELECT count(*), count(*) FILTER (WHERE timestamp_ms <= %s) FROM trace_info",
-                       (int(time.time() * 1000) - 30 * DAY_MS,))
+                       (int(time.time() * 1000) - 30 * cfg.DAY_MS,))
         total, older = cursor.fetchone()
     connection.close()
     return directory / taken.stdout.strip().rsplit("/", 1)[-1], total, older

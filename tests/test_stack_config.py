@@ -230,3 +230,23 @@ def test_percent_encoded_header_is_what_urllib_quote_makes_with_nothing_safe():
 def test_traces_ui_url_opens_the_experiments_traces_tab():
     assert cfg.traces_ui_url("http://localhost:5000", "12") == "http://localhost:5000/#/experiments/12/traces"
 
+
+
+@pytest.mark.parametrize("value", [None, "", "  "])
+def test_no_retention_limit_keeps_every_trace(value):
+    assert cfg.retention_days(value) is None
+
+
+def test_a_retention_limit_is_a_whole_number_of_days():
+    assert cfg.retention_days("30") == 30
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "1.5", "thirty"])
+def test_a_retention_limit_below_one_day_or_not_a_number_is_refused_naming_the_fix(value):
+    with pytest.raises(StackError, match=rf"^TRACE_RETENTION_DAYS={value!r} is not a whole number of days \(1 or more\); "
+                                         "fix it in .env, or leave it empty to keep every trace$"):
+        cfg.retention_days(value)
+
+
+def test_the_retention_cutoff_is_exactly_the_limit_in_days_before_now():
+    assert cfg.retention_cutoff_ms(30, 10_000_000_000_000) == 10_000_000_000_000 - 30 * 24 * 3600 * 1000

@@ -41,7 +41,6 @@ from compose_settings import CONFIG_FILES_LABEL
 from engine import compose_project, connect, container_env, project_containers, running, service, store_facts
 from errors import StackError
 from mlflow_api import tls_context
-from verify import source_env_file
 
 MIN_ENGINE = (26, 0)  # each container mounts single files of the secrets volume (volume subpaths)
 # Volume subpaths (each container mounts single secret files): Compose 2.26.0
@@ -322,7 +321,7 @@ def check_goose_env(doctor: Doctor) -> str | list[str]:
     if doctor.env_file is None and doctor.team:
         return "team mode: make doctor ENV_FILE=users/NAME.env checks what goose sees with a person's file"
     path = env_files(doctor)[0]
-    env = source_env_file(path, doctor.shell)
+    env = envfile.source_otel(path, doctor.shell)
     name = path.name if doctor.env_file is None else str(path)
     problems = []
     if env.get("OTEL_SDK_DISABLED", "").lower() == "true":
