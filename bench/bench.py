@@ -27,7 +27,7 @@ from dataclasses import asdict
 import load
 import report
 import servers
-from errors import run_command
+from lib.errors import run_command
 from harness.compose_file import REPO
 
 QUERY_LEVELS = (10_000, 100_000)

@@ -18,8 +18,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-import otlp
-from mlflow_api import MlflowClient
+from lib import otlp
+from lib.mlflow_api import MlflowClient
 
 TRACES_PER_BATCH = 10
 PROMPT_BYTES = 2048

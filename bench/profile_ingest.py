@@ -28,7 +28,7 @@ from pathlib import Path
 import load
 import procfs
 from harness.compose_file import REPO
-from mlflow_api import MlflowClient
+from lib.mlflow_api import MlflowClient
 from servers import ComposeServer
 
 OUT = REPO / "docs" / "profiles"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from harness.compose_file import REPO
-from errors import StackError
+from lib.errors import StackError
 from servers import VARIANTS
 
 CONCURRENCY = (1, 8, 32)

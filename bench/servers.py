@@ -28,7 +28,7 @@ from harness.compose_file import REPO, load_compose
 from harness.native import NativeStack, free_port
 from harness.project import ComposeProject, copy_checkout
 from load import log
-from mlflow_api import MlflowClient
+from lib.mlflow_api import MlflowClient
 
 START_TIMEOUT_S = 300
 

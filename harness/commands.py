@@ -10,8 +10,8 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
-import envfile
-import stack_config as cfg
+from lib import envfile
+from lib import stack_config as cfg
 from harness.native import SCRIPTS
 
 EMITTER = Path(__file__).with_name("otel_emit.py")

@@ -25,7 +25,7 @@ from typing import Any
 import psycopg2
 
 from harness.compose_file import REPO, SECRETS_IN_CONTAINER, load_compose, replace_all, secret_files, service_env
-from mlflow_api import wait_until_healthy
+from lib.mlflow_api import wait_until_healthy
 
 SCRIPTS = REPO / "scripts"
 ENTRYPOINT = REPO / "mlflow" / "docker-entrypoint.sh"

@@ -30,7 +30,7 @@ from docker.models.containers import Container
 from compose_settings import PROJECT_LABEL, SERVICE_LABEL
 from harness.compose_file import REPO, SECRETS_IN_CONTAINER, load_compose
 from harness.native import free_port
-from mlflow_api import MlflowClient
+from lib.mlflow_api import MlflowClient
 
 # What a team keeps in MLflow's database: table_digests compares every row of these (those the schema has), whole.
 KEPT_TABLES = ("experiments", "experiment_tags", "trace_info", "trace_tags", "trace_request_metadata", "spans",
@@ -231,7 +231,7 @@ class ComposeProject:
     def artifact_digests(self) -> dict[str, str]:
         """Key (under the artifact destination) -> sha256 of every object in the bucket, read in the mlflow
         container with the stack's own view of its store (scripts/store.py)."""
-        script = ("import hashlib, json, sys; sys.path.insert(0, 'scripts'); import store; "
+        script = ("import hashlib, json, sys; sys.path.insert(0, 'scripts'); from lib import store; "
                   "bucket = store.artifact_bucket(); s3 = bucket.client(); "
                   "print(json.dumps({key: hashlib.sha256(s3.get_object(Bucket=bucket.name, Key=bucket.prefix + key)"
                   "['Body'].read()).hexdigest() for key, _ in bucket.objects()}))")

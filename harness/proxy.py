@@ -28,7 +28,7 @@ START_TIMEOUT_S = 60
 
 def otlp_batch_of(size: int) -> bytes:
     """A valid OTLP export request of exactly `size` bytes (one span, padded by an attribute): for the caps."""
-    import otlp
+    from lib import otlp
 
     padding = size - 300
     for _ in range(8):

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import envfile
-import stack_config as cfg
+from lib import envfile
+from lib import stack_config as cfg
 from harness import guide
 from harness.native import free_port
 from harness.project import ComposeProject
 from harness.proxy import send
-from mlflow_api import MlflowClient
+from lib.mlflow_api import MlflowClient
 
 
 class TeamDeployment(ComposeProject):
@@ -63,7 +63,7 @@ class TeamDeployment(ComposeProject):
     def inside(self, name: str, call: str) -> str:
         """`MlflowClient.<call>` as `name` from inside the network, past the proxy (in the mlflow container):
         what the call returned, or the HTTP status MLflow refused it with."""
-        script = ("import sys; sys.path.insert(0, 'scripts')\nfrom mlflow_api import MlflowClient, MlflowApiError\n"
+        script = ("import sys; sys.path.insert(0, 'scripts')\nfrom lib.mlflow_api import MlflowClient, MlflowApiError\n"
                   f"client = MlflowClient('http://127.0.0.1:5000', headers={self.auth(name)!r})\n"
                   f"try:\n    print(client.{call})\nexcept MlflowApiError as exc:\n    print(exc.status)")
         return self.exec("mlflow", "python3", "-c", script).strip()

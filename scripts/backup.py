@@ -12,10 +12,10 @@ import argparse
 import sys
 from pathlib import Path
 
-import store
-from archive import DEFAULT_DIRECTORY, log, take_backup
-from errors import run_command
-from units import human_size
+from lib import store
+from lib.archive import DEFAULT_DIRECTORY, log, take_backup
+from lib.errors import run_command
+from lib.units import human_size
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -16,11 +16,11 @@ import os
 import sys
 from pathlib import Path
 
-import accounts
-import envfile
-import stack_config as cfg
-from errors import StackError, run_command
-from mlflow_api import MlflowClient, ensure_experiment
+from lib import accounts
+from lib import envfile
+from lib import stack_config as cfg
+from lib.errors import StackError, run_command
+from lib.mlflow_api import MlflowClient, ensure_experiment
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -16,8 +16,8 @@ import time
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from errors import StackError, run_command
-from store import one_line_errors, s3_client
+from lib.errors import StackError, run_command
+from lib.store import one_line_errors, s3_client
 
 
 def ensure_bucket(endpoint: str, bucket: str, retries: int) -> str:

@@ -23,8 +23,8 @@ import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import cursor as Cursor
 
-from errors import StackError, run_command
-from store import one_line_errors
+from lib.errors import StackError, run_command
+from lib.store import one_line_errors
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 

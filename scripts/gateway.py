@@ -18,9 +18,9 @@ import os
 import sys
 from collections.abc import Mapping
 
-from errors import StackError, run_command
-from mlflow_api import MlflowClient
-import stack_config as cfg
+from lib.errors import StackError, run_command
+from lib.mlflow_api import MlflowClient
+from lib import stack_config as cfg
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

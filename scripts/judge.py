@@ -23,9 +23,9 @@ import sys
 import mlflow
 from mlflow.exceptions import MlflowException
 
-from errors import StackError, run_command
-from mlflow_api import MlflowClient
-import stack_config as cfg
+from lib.errors import StackError, run_command
+from lib.mlflow_api import MlflowClient
+from lib import stack_config as cfg
 
 GATEWAY_PREFIX = "gateway:/"
 

@@ -24,9 +24,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import store
-from archive import DEFAULT_DIRECTORY, NAME_PREFIX, mlflow_version, read_manifest, take_backup
-from errors import StackError, reason_in, run_command
+from lib import store
+from lib.archive import DEFAULT_DIRECTORY, NAME_PREFIX, mlflow_version, read_manifest, take_backup
+from lib.errors import StackError, reason_in, run_command
 
 
 def log(message: str) -> None:

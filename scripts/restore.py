@@ -36,10 +36,10 @@ from pathlib import Path
 
 from psycopg2 import sql
 
-import stack_config as cfg
-import store
-from archive import CHUNK, MANIFEST, mlflow_version, read_manifest
-from errors import StackError, reason_in, run_command
+from lib import stack_config as cfg
+from lib import store
+from lib.archive import CHUNK, MANIFEST, mlflow_version, read_manifest
+from lib.errors import StackError, reason_in, run_command
 
 # What a stack may hold and still count as empty: MLflow's Default experiment and the bootstrap's.
 EMPTY_WHEN_ZERO = ("runs", "traces", "registered_models", "logged_models")

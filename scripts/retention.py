@@ -19,9 +19,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import stack_config as cfg
-from errors import StackError, run_command
-from mlflow_api import MlflowClient
+from lib import stack_config as cfg
+from lib.errors import StackError, run_command
+from lib.mlflow_api import MlflowClient
 
 BATCH = 1000  # traces per delete, by default: short transactions while goose keeps sending
 HEARTBEAT = Path("/tmp/retention-heartbeat")  # touched after every pass; the service's health check reads it

@@ -16,8 +16,8 @@ import secrets
 import sys
 from pathlib import Path
 
-import envfile
-from errors import StackError, run_command
+from lib import envfile
+from lib.errors import StackError, run_command
 
 # name -> random bytes (token_urlsafe gives [A-Za-z0-9_-], safe in URIs and env files).
 SECRETS = {

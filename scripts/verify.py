@@ -18,11 +18,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import envfile
-import otlp
-import stack_config as cfg
-from errors import StackError, run_command
-from mlflow_api import MlflowApiError, MlflowClient, tls_context
+from lib import envfile
+from lib import otlp
+from lib import stack_config as cfg
+from lib.errors import StackError, run_command
+from lib.mlflow_api import MlflowApiError, MlflowClient, tls_context
 
 EXPERIMENT_HEADER = "x-mlflow-experiment-id"
 

@@ -1,4 +1,4 @@
-"""A backup file is checked before anything is restored: scripts/archive.py's format, scripts/restore.py's checks.
+"""A backup file is checked before anything is restored: scripts/lib/archive.py's format, scripts/restore.py's checks.
 
 Archives here are written with archive.py's own Archive (no database needed):
 a dump member, an artifact and the manifest, as take_backup writes them.
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from archive import FORMAT, MANIFEST, Archive, read_manifest
-from errors import StackError
+from lib.archive import FORMAT, MANIFEST, Archive, read_manifest
+from lib.errors import StackError
 from restore import verify_file
 
 MEMBERS = {"databases/tracking.dump": b"PGDMP" + bytes(range(256)) * 40, "artifacts/1/abc/artifacts/notes.txt": b"hi"}
@@ -139,8 +139,8 @@ def test_a_backup_from_a_newer_mlflow_is_refused_before_the_stack_is_touched(tmp
 
 
 def test_a_failed_backup_leaves_no_file_behind(tmp_path, monkeypatch):
-    import archive
-    import store
+    from lib import archive
+    from lib import store
 
     class BrokenBucket(store.Bucket):
         def objects(self):
@@ -164,6 +164,6 @@ def test_a_failed_backup_leaves_no_file_behind(tmp_path, monkeypatch):
     ("", "exit 3"),
 ], ids=["sqlalchemy", "pg_restore", "plain", "silent"])
 def test_a_failed_tools_reason_is_its_error_line(stderr, reason):
-    from errors import reason_in
+    from lib.errors import reason_in
 
     assert reason_in(stderr, "exit 3") == reason

@@ -10,10 +10,10 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 import load
-import otlp
+from lib import otlp
 import report
 from servers import VARIANTS
-from mlflow_api import MlflowClient
+from lib.mlflow_api import MlflowClient
 
 
 def test_percentiles_of_a_known_sample():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import compose_settings as settings
-from errors import StackError
+from lib.errors import StackError
 
 
 def test_settings_in_the_environment_win_over_dot_env(tmp_path):

@@ -65,7 +65,7 @@ def python_files() -> list[Path]:
 
 
 def local_modules() -> set[str]:
-    return {path.stem for path in python_files()} | {"harness"}
+    return {path.stem for path in python_files()} | {"harness", "lib"}
 
 
 def imports(files: list[Path]) -> set[str]:
@@ -118,7 +118,7 @@ def test_every_imported_package_is_declared():
 
 def test_every_package_the_stacks_commands_import_is_in_the_image():
     image = declared("mlflow/requirements.txt")
-    commands = third_party_imports(sorted((REPO / "scripts").glob("*.py")), image)
+    commands = third_party_imports(sorted([*(REPO / "scripts").glob("*.py"), *(REPO / "scripts" / "lib").glob("*.py")]), image)
     assert commands and {module: dist for module, dist in commands.items() if dist not in image} == {}
 
 

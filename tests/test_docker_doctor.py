@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-import envfile
+from lib import envfile
 from harness.compose_file import load_compose
 from harness.project import ComposeProject
 
@@ -163,7 +163,7 @@ def test_an_image_older_than_the_checkout_is_named_with_the_rebuild(local):
 
 def test_a_missing_bucket_is_named_with_the_job_that_creates_it(local):
     code, output = local.container("mlflow").exec_run(
-        ["docker-entrypoint.sh", "python3", "-c", "import store; b = store.artifact_bucket(); c = b.client(); "
+        ["docker-entrypoint.sh", "python3", "-c", "from lib import store; b = store.artifact_bucket(); c = b.client(); "
          "[c.delete_object(Bucket=b.name, Key=b.prefix + k) for k, _ in b.objects()]; c.delete_bucket(Bucket=b.name)"],
         environment={"PYTHONPATH": "scripts"})
     assert code == 0, output.decode()

@@ -22,7 +22,7 @@ from harness import guide
 from harness.commands import experiment_id_in, run_sourced, source_and_emit
 from harness.llm_provider import JUDGEMENT, LlmProvider
 from harness.project import ComposeProject, bridge_address
-from mlflow_api import MlflowApiError
+from lib.mlflow_api import MlflowApiError
 
 pytestmark = pytest.mark.docker
 

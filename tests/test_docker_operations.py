@@ -86,7 +86,7 @@ def test_the_backup_is_readable_by_the_owner_of_backups_only(local, archive):
 
 
 def test_the_manifest_names_version_schema_counts_and_every_members_checksum(local, archive):
-    import store
+    from lib import store
 
     contents = members(archive)
     manifest = json.loads(contents.pop("manifest.json"))

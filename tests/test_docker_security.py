@@ -22,7 +22,7 @@ from collections.abc import Iterator
 
 import pytest
 
-import otlp
+from lib import otlp
 from harness.commands import run_sourced
 
 pytestmark = pytest.mark.docker

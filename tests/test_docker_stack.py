@@ -15,12 +15,12 @@ import uuid
 
 import pytest
 
-import envfile
+from lib import envfile
 from harness import bare_client, guide
 from harness.commands import bare_client_round_trip, client_env, experiment_id_in, source_and_emit
 from harness.project import ComposeProject, clean_copy, image_files, require_engine
 
-from mlflow_api import MlflowApiError
+from lib.mlflow_api import MlflowApiError
 from stack_secrets import SECRETS
 from test_compose_policy import MLFLOW_VERSION
 from test_dependencies import MISSING_BY_DESIGN, mlflow_installation
@@ -55,7 +55,8 @@ def test_make_up_brings_every_service_up_healthy(docker_stack):
 
 def test_the_image_carries_only_the_stacks_commands(docker_stack):
     image = docker_stack.container("mlflow").image.tags[0]
-    commands = {f"stack/scripts/{path.name}" for path in (docker_stack.directory / "scripts").glob("*.py")}
+    scripts = docker_stack.directory / "scripts"
+    commands = {f"stack/scripts/{path.relative_to(scripts)}" for path in [*scripts.glob("*.py"), *scripts.glob("lib/*.py")]}
     assert set(image_files(image, "/opt/stack")) == commands | {"stack/constraints.txt"}
 
 
@@ -175,7 +176,7 @@ def test_artifacts_survive_a_crash_of_the_object_store(docker_stack, tmp_path):
 
 
 def send_aged_trace(deployment: ComposeProject, experiment_id: str, days_ago: int) -> str:
-    import otlp
+    from lib import otlp
 
     spans = otlp.goose_session("retention", now_ns=time.time_ns() - days_ago * 86_400 * 10**9)
     status, _ = otlp.export(f"{deployment.url}/v1/traces", otlp.encode_export_request(spans, {}),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-import stack_config as cfg
+from lib import stack_config as cfg
 from compose_settings import PROJECT_LABEL
 from harness import bare_client, guide
 from harness.commands import bare_client_round_trip, client_env, run_sourced, source_and_emit

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 import doctor
-import envfile
-import stack_config as cfg
+from lib import envfile
+from lib import stack_config as cfg
 from harness import guide
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-import envfile
-from errors import StackError
+from lib import envfile
+from lib.errors import StackError
 from harness.project import require_compose_cli
-import stack_config as cfg
+from lib import stack_config as cfg
 
 VALUES = cfg.goose_env("http://localhost:5000", "7")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import envfile
+from lib import envfile
 
 
 def test_a_bare_shell_sees_only_the_files_settings(tmp_path, monkeypatch):

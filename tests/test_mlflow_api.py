@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from errors import StackError
-from mlflow_api import MlflowClient, wait_until_healthy
+from lib.errors import StackError
+from lib.mlflow_api import MlflowClient, wait_until_healthy
 
 
 def serve(status: int) -> Iterator[str]:

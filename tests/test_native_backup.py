@@ -10,7 +10,7 @@ import subprocess
 import time
 from datetime import datetime, timedelta, timezone
 
-from archive import NAME_PREFIX
+from lib.archive import NAME_PREFIX
 from harness.compose_file import REPO
 from harness.native import SCRIPTS, run_in_entrypoint
 

@@ -17,7 +17,7 @@ import pytest
 from harness.commands import run_script, source_and_emit
 from harness.compose_file import SECRETS_IN_CONTAINER, load_compose
 from harness.native import free_port, stop_processes
-from mlflow_api import MlflowClient
+from lib.mlflow_api import MlflowClient
 
 ROLE, DATABASE, BUCKET, PREFIX = "managed", "managed_mlflow", "managed-bucket", "goose"
 

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from harness.commands import run_script
-from mlflow_api import MlflowClient
+from lib.mlflow_api import MlflowClient
 
 KEY = "sk-provider-key-for-the-test"
 

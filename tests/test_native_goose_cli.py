@@ -17,7 +17,7 @@ import doctor
 from harness.commands import experiment_id_in, run_sourced
 from harness.compose_file import REPO
 from harness.llm_provider import LlmProvider
-from mlflow_api import MlflowClient
+from lib.mlflow_api import MlflowClient
 
 
 def shell_with(directory: Path) -> doctor.Doctor:

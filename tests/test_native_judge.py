@@ -14,7 +14,7 @@ import uuid
 import pytest
 
 from harness.commands import run_script
-from mlflow_api import MlflowClient
+from lib.mlflow_api import MlflowClient
 
 INSTRUCTIONS = "Did goose do what was asked in {{ trace }}? Answer yes or no."
 

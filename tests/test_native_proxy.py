@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-import otlp
-import stack_config as cfg
+from lib import otlp
+from lib import stack_config as cfg
 from harness.proxy import otlp_batch_of
 
 JOBS = (403, b"refused at the proxy: server jobs are started on the server (docs/security.md)")

@@ -11,9 +11,9 @@ from contextlib import closing
 import psycopg2
 import pytest
 
-import otlp
-import stack_config as cfg
-from mlflow_api import MlflowClient
+from lib import otlp
+from lib import stack_config as cfg
+from lib.mlflow_api import MlflowClient
 
 
 def send_aged(url: str, experiment_id: str, days_ago: float) -> None:
@@ -98,7 +98,7 @@ def fresh(native_stack, monkeypatch):
     the bootstrap's (as after a first `make up`), and an empty bucket: (database, bucket)."""
     import boto3
 
-    import store
+    from lib import store
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     name = f"fresh_{uuid.uuid4().hex[:8]}"
@@ -142,8 +142,8 @@ def test_a_restore_that_fails_midway_leaves_no_half_database(native_stack, fresh
     """A dump whose last step fails: its tables and rows are restored, then a foreign key they break is
     refused. One transaction, so nothing of it is left."""
     import restore
-    import store
-    from errors import StackError
+    from lib import store
+    from lib.errors import StackError
 
     database, _ = fresh
     name = f"broken_{uuid.uuid4().hex[:8]}"
@@ -167,8 +167,8 @@ def test_a_restore_that_fails_midway_leaves_no_half_database(native_stack, fresh
 
 def test_counts_that_differ_from_the_manifest_fail_the_restore(fresh):
     import restore
-    import store
-    from errors import StackError
+    from lib import store
+    from lib.errors import StackError
 
     database, _ = fresh
     manifest = {"databases": {"tracking": {"counts": {**store.counts(database), "traces": 3}}},

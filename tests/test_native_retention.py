@@ -9,9 +9,9 @@ import uuid
 import psycopg2
 import pytest
 
-import otlp
+from lib import otlp
 from harness.commands import run_script
-from mlflow_api import MlflowClient
+from lib.mlflow_api import MlflowClient
 
 DAY_NS = 86_400 * 10**9
 

@@ -18,10 +18,10 @@ import boto3
 import psycopg2
 import pytest
 
-import store
+from lib import store
 from harness.commands import experiment_id_in, run_script, source_and_emit
 from harness.native import free_port
-from mlflow_api import MlflowApiError, MlflowClient
+from lib.mlflow_api import MlflowApiError, MlflowClient
 
 @pytest.fixture(scope="module")
 def db(native_stack):

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-import otlp
+from lib import otlp
 from harness.commands import run_script, source_and_emit
-import stack_config as cfg
-from mlflow_api import MlflowApiError, MlflowClient
+from lib import stack_config as cfg
+from lib.mlflow_api import MlflowApiError, MlflowClient
 
 
 def user_file(team, tmp_path: Path, name: str, *args: str):
@@ -27,7 +27,7 @@ def user_file(team, tmp_path: Path, name: str, *args: str):
 
 
 def env_values(path: Path) -> dict[str, str]:
-    import envfile
+    from lib import envfile
 
     return envfile.parse(path.read_text())
 

@@ -1,4 +1,4 @@
-"""scripts/stack_config.py: the checks every command applies to its settings, and what goose is told."""
+"""scripts/lib/stack_config.py: the checks every command applies to its settings, and what goose is told."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import urllib.parse
 
 import pytest
 
-import otlp
-import stack_config as cfg
-from errors import StackError
+from lib import otlp
+from lib import stack_config as cfg
+from lib.errors import StackError
 
 
 # check_url: the public and tracking URLs the commands accept.
@@ -250,3 +250,10 @@ def test_a_retention_limit_below_one_day_or_not_a_number_is_refused_naming_the_f
 
 def test_the_retention_cutoff_is_exactly_the_limit_in_days_before_now():
     assert cfg.retention_cutoff_ms(30, 10_000_000_000_000) == 10_000_000_000_000 - 30 * 24 * 3600 * 1000
+
+
+def test_the_default_env_file_is_dot_env_at_the_checkouts_root():
+    """make verify and the bootstrap run by hand read and write the .env make up wrote, wherever the module lives."""
+    from harness.compose_file import REPO
+
+    assert (cfg.DEFAULT_ENV_FILE, cfg.DEFAULT_USERS_DIR) == (REPO / ".env", REPO / "users")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import up
-from errors import StackError
+from lib.errors import StackError
 
 
 def args_for(directory: Path, *argv: str) -> argparse.Namespace:

@@ -20,8 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import stack_config as cfg
-from errors import StackError, run_command
+from lib import stack_config as cfg
+from lib.errors import StackError, run_command
 
 REQUIREMENTS = "mlflow/requirements.txt"
 COMPOSE = "compose.yaml"

@@ -30,9 +30,9 @@ import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 
-import envfile
-import stack_config as cfg
-from errors import StackError, run_command
+from lib import envfile
+from lib import stack_config as cfg
+from lib.errors import StackError, run_command
 
 BASE_FILE = "compose.yaml"
 TEAM_FILE = "compose.team.yaml"

@@ -34,13 +34,13 @@ import docker
 from docker.models.containers import Container
 
 import compose_settings
-import envfile
-import otlp
-import stack_config as cfg
+from lib import envfile
+from lib import otlp
+from lib import stack_config as cfg
 from compose_settings import CONFIG_FILES_LABEL
 from engine import compose_project, connect, container_env, project_containers, running, service, store_facts
-from errors import StackError
-from mlflow_api import tls_context
+from lib.errors import StackError
+from lib.mlflow_api import tls_context
 
 MIN_ENGINE = (26, 0)  # each container mounts single files of the secrets volume (volume subpaths)
 # Volume subpaths (each container mounts single secret files): Compose 2.26.0

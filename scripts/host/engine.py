@@ -14,7 +14,7 @@ import docker
 from docker.models.containers import Container
 
 from compose_settings import CONTAINER_NUMBER_LABEL, PROJECT_DIR_LABEL, PROJECT_LABEL, SERVICE_LABEL
-from errors import StackError
+from lib.errors import StackError
 
 
 def connect() -> docker.DockerClient:

@@ -22,8 +22,8 @@ from docker.models.containers import Container
 
 from compose_settings import PROJECT_LABEL
 from engine import connect, project_containers, service, store_facts
-from errors import StackError
-from units import age, human_size
+from lib.errors import StackError
+from lib.units import age, human_size
 
 
 def fail(message: str) -> int:

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import compose_settings
-from errors import StackError, run_command
+from lib.errors import StackError, run_command
 
 # The services waited for: mlflow (and the proxy in team mode), and retention, which exits on a bad
 # TRACE_RETENTION_DAYS.

@@ -1,8 +1,8 @@
 """`make mutation`: run mutmut over scripts/ and print, per module, the share of mutants the tests kill.
 
-mutmut names a mutant after its file's path (scripts/envfile.py would be
-`scripts.envfile`), while the tests import the modules top-level through
-pytest's `pythonpath = ["scripts", "tests"]` (`import envfile`). So the run
+mutmut names a mutant after its file's path (scripts/lib/envfile.py would be
+`scripts.lib.envfile`), while the tests import the modules through pytest's
+`pythonpath = ["scripts", ...]` (`from lib import envfile`: `lib.envfile`). So the run
 happens in a staging folder (build/mutation/ by default) where scripts/ is
 copied to src/, whose prefix mutmut drops, and mutants/scripts links to the
 mutated src/: the tests' own pythonpath, and scripts run as subprocesses,
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-GATED = ("envfile", "stack_config", "stack_secrets", "otlp", "errors", "compose_settings", "bump_mlflow")
+GATED = ("lib.envfile", "lib.stack_config", "stack_secrets", "lib.otlp", "lib.errors", "compose_settings", "bump_mlflow")
 # Functions of gated modules whose tests cannot run per mutant: argument parsing and main (run by make as a
 # subprocess, which mutmut cannot tie to a function), the running stack's labels (the Docker engine:
 # test_docker_operations.py, test_docker_team.py) and the locking (the package index: test_bump_mlflow.py's
@@ -103,12 +103,13 @@ def excluded_prefixes(excluded_functions: list[str]) -> list[str]:
 
 
 def scores(work: Path, excluded_functions: list[str]) -> dict[str, Score]:
-    """Module -> Score from mutmut's per-file results (mutants/src/<module>.py.meta)."""
+    """Module -> Score from mutmut's per-file results (mutants/src/<module>.py.meta; lib.envfile for
+    src/lib/envfile.py; the flat host modules, not their unmutated src/host/ copies)."""
     prefixes = excluded_prefixes(excluded_functions)
     result: dict[str, Score] = {}
     source = work / "mutants" / "src"
-    for meta in sorted(source.glob("*.py.meta")):
-        module = meta.name.removesuffix(".py.meta")
+    for meta in sorted([*source.glob("*.py.meta"), *source.glob("lib/*.py.meta")]):
+        module = ".".join(meta.relative_to(source).with_suffix("").with_suffix("").parts)
         score = Score(module)
         for key, code in json.loads(meta.read_text())["exit_code_by_key"].items():
             if key.startswith(tuple(prefixes)):

@@ -15,7 +15,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from errors import StackError
+from lib.errors import StackError
 
 HEALTH_PATH = "/health"
 

@@ -9,9 +9,9 @@ import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 
-from errors import StackError
+from lib.errors import StackError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]  # scripts/lib/stack_config.py
 DEFAULT_ENV_FILE = REPO_ROOT / ".env"
 DEFAULT_USERS_DIR = REPO_ROOT / "users"
 DEFAULT_EXPERIMENT = "goose-traces"

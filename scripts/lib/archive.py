@@ -34,10 +34,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
 
-import store
-from envfile import give_to_directory_owner
-from errors import StackError, reason_in
-from units import human_size
+from lib import store
+from lib.envfile import give_to_directory_owner
+from lib.errors import StackError, reason_in
+from lib.units import human_size
 
 FORMAT = "goose-mlflow-backup/1"
 MANIFEST = "manifest.json"

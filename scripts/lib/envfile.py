@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from errors import StackError
+from lib.errors import StackError
 
 HEADER = "# Written by scripts/bootstrap.py; lines it does not own are kept as they are."
 

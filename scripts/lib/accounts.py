@@ -13,10 +13,10 @@ import re
 import secrets
 from pathlib import Path
 
-import envfile
-import stack_config as cfg
-from errors import StackError
-from mlflow_api import MlflowApiError, MlflowClient
+from lib import envfile
+from lib import stack_config as cfg
+from lib.errors import StackError
+from lib.mlflow_api import MlflowApiError, MlflowClient
 
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 PASSWORD_BYTES = 18  # 24 URL-safe characters; MLflow wants at least 12
