@@ -14,21 +14,20 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import boto3
 import pytest
 
 from harness import guide
 from harness.commands import populate, source_and_emit
-from harness.compose_file import load_compose
+from harness.compose_file import REPO, load_compose
 from harness.native import free_port
 from harness.project import ComposeProject, bridge_address, clean_copy, require_engine
 
 pytestmark = pytest.mark.docker
 
 GUIDE = "docs/external.md"
-SERVICES_FILE = Path(__file__).parent / "harness" / "external-services.yaml"
+SERVICES_FILE = REPO / "harness" / "external-services.yaml"
 BUCKET = "acme-goose-traces"
 ADMIN = "rds_admin"  # CREATEROLE and CREATEDB, not a superuser: RDS's master user
 BUNDLED = ("postgres", "minio", "database", "bucket")
