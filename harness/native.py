@@ -229,8 +229,8 @@ class NativeStack:
                      extra_env: Mapping[str, str] | None = None) -> tuple[subprocess.Popen, str]:
         """A compose file's mlflow service, natively: its command, environment and entrypoint."""
         mlflow = compose["services"]["mlflow"]
-        command = [arg.replace("--host=0.0.0.0", "--host=127.0.0.1").replace("--port=5000", f"--port={port}")
-                   for arg in mlflow["command"]]
+        command = [replace_all(arg, {"/opt/stack/scripts": str(SCRIPTS)}).replace("--host=0.0.0.0", "--host=127.0.0.1")
+                   .replace("--port=5000", f"--port={port}") for arg in mlflow["command"]]
         server = run_in_entrypoint(command, {**native_env(mlflow, replacements), **(extra_env or {})},
                                    stdout=open(self.root / log_name, "w"), stderr=subprocess.STDOUT,
                                    start_new_session=True)

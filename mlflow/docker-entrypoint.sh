@@ -132,8 +132,11 @@ give_judges_an_account() {
 	export MLFLOW_TRACKING_PASSWORD="${MLFLOW_AUTH_ADMIN_PASSWORD:?team mode with EVALUATION=on needs the admin password}"
 }
 
+# The server: compose.yaml's (scripts/serve.py, MLflow's `mlflow server` behind
+# the stack's ingest layer), or MLflow's own.
 is_server() {
-	[ "${1:-}" = mlflow ] && [ "${2:-}" = server ]
+	{ [ "${1:-}" = python3 ] && case "${2:-}" in */scripts/serve.py) true ;; *) false ;; esac; } ||
+		{ [ "${1:-}" = mlflow ] && [ "${2:-}" = server ]; }
 }
 
 # An empty setting means "not set": MLFLOW_S3_ENDPOINT_URL="" would point

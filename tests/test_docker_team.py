@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from lib import otlp
 from lib import stack_config as cfg
 from compose_settings import PROJECT_LABEL
 from harness import bare_client, guide
-from harness.commands import bare_client_round_trip, client_env, run_sourced, source_and_emit
+from harness.commands import bare_client_round_trip, client_env, experiment_id_in, run_sourced, source_and_emit
 from harness.compose_file import REPO, load_compose
 from harness.project import ComposeProject, clean_copy
 from harness.proxy import otlp_batch_of
@@ -74,6 +75,27 @@ def test_otlp_with_a_wrong_password_is_refused(team):
 def test_user_env_file_sourced_by_the_sdk_lands_a_trace_over_tls(team):
     trace_id = source_and_emit(team.person_env_file("alice"), f"team-{uuid.uuid4().hex[:6]}")
     assert team.client("alice").get_trace(trace_id)["trace_info"]["trace_id"] == trace_id
+
+
+def test_alices_and_bobs_sessions_through_the_proxy_each_name_their_sender(team):
+    sent = {name: source_and_emit(team.person_env_file(name), f"who-{uuid.uuid4().hex[:6]}") for name in ("alice", "bob")}
+    admin = team.client()
+    assert {name: admin.get_trace(trace_id)["trace_info"]["trace_metadata"].get("mlflow.trace.user")
+            for name, trace_id in sent.items()} == {"alice": "alice", "bob": "bob"}
+
+
+def test_bob_claiming_to_be_alice_through_the_proxy_is_recorded_as_bob(team):
+    spans = otlp.goose_session(f"claim-{uuid.uuid4().hex[:6]}")
+    for span in spans:
+        span.attributes["user.id"] = "alice"
+    body = otlp.encode_export_request(spans, {"service.name": "goose", "user.id": "alice"})
+    experiment_id = experiment_id_in(team.person_env_file("bob"))
+    status, _ = https(team, "POST", "/v1/traces", {
+        "x-mlflow-experiment-id": experiment_id, "Content-Type": "application/x-protobuf",
+        "Authorization": cfg.basic_auth("bob", team.password("bob"))}, body)
+    assert status == 200
+    trace = team.client().get_trace("tr-" + spans[0].trace_id.hex())
+    assert trace["trace_info"]["trace_metadata"].get("mlflow.trace.user") == "bob"
 
 
 def test_user_env_file_points_at_the_public_url_and_the_ca(team):

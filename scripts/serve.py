@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""The mlflow service's server: MLflow's own `mlflow server ARGS`, its app behind lib/ingest.py in each worker.
+
+Everything `mlflow server` does stays MLflow's (its options, the auth
+bootstrap of --app-name basic-auth, its workers and job runner); one step
+changes: where it would start uvicorn on its app, uvicorn starts
+lib.ingest:create_app, which serves that same app behind the ingest layer
+(every span names the account that sent it). MLflow's private
+_build_uvicorn_command is that step: tests/test_native_attribution.py fails
+if a release changes it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+SCRIPTS = Path(__file__).resolve().parent
+INGEST_FACTORY = "lib.ingest:create_app"
+WRAPPED_APP = "STACK_WRAPPED_APP"  # lib.ingest reads it (a copy: lib.ingest is imported only in the workers)
+
+
+def behind_ingest(build: Callable[..., list[str]]) -> Callable[..., list[str]]:
+    """MLflow's uvicorn command, serving the ingest layer, which serves the app MLflow chose."""
+
+    def build_behind_ingest(uvicorn_opts, host, port, workers, app_name, env_file=None, is_factory=False):
+        os.environ[WRAPPED_APP] = f"{app_name}()" if is_factory else app_name
+        return build(uvicorn_opts, host, port, workers, INGEST_FACTORY, env_file, True)
+
+    return build_behind_ingest
+
+
+def importable_in_workers() -> None:
+    """uvicorn's workers inherit this environment: lib.ingest from scripts/ (no module of the image's packages has
+    the name of one there: tests/test_dependencies.py)."""
+    paths = [path for path in os.environ.get("PYTHONPATH", "").split(os.pathsep) if path]
+    os.environ["PYTHONPATH"] = os.pathsep.join([*paths, str(SCRIPTS)])
+
+
+def main(argv: list[str]) -> int:
+    import mlflow.server
+    from mlflow.cli import cli
+
+    importable_in_workers()
+    mlflow.server._build_uvicorn_command = behind_ingest(mlflow.server._build_uvicorn_command)
+    return cli.main(args=["server", *argv], prog_name="mlflow", standalone_mode=True) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
