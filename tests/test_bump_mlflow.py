@@ -104,3 +104,14 @@ def test_a_lock_missing_either_package_at_exactly_the_version_is_named(tmp_path,
         (tmp_path / name).write_text("alembic==1.0\nmlflow==9.8.7\nmlflow-skinny==9.8.7\n")
     (tmp_path / bump_mlflow.LOCKS[1]).write_text(f"alembic==1.0\n{line}\n")
     assert bump_mlflow.locked_versions(tmp_path, "9.8.7") == [bump_mlflow.LOCKS[1]]
+
+
+@pytest.mark.parametrize("version", ["3.18.1", "10.0.0"])
+def test_a_release_as_x_y_z_is_taken(version):
+    assert bump_mlflow.check_version(version) == version
+
+
+@pytest.mark.parametrize("version", ["3.18", "v3.18.1", "3.18.1rc1", "", "3.18.1 "])
+def test_anything_else_is_refused_naming_the_form(version):
+    with pytest.raises(bump_mlflow.StackError, match=r"name an MLflow release as x\.y\.z, e\.g\. 3\.18\.1$"):
+        bump_mlflow.check_version(version)

@@ -19,3 +19,12 @@ def test_on_top_of_the_users_shell_its_settings_are_kept_where_the_file_is_silen
                                              "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip"})
     assert seen == {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://localhost:5000", "OTEL_SDK_DISABLED": "false",
                     "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip"}
+
+
+def test_a_missing_env_file_is_named_with_the_command_that_writes_it(tmp_path):
+    import pytest
+
+    from lib.errors import StackError
+
+    with pytest.raises(StackError, match=r"^.*/absent\.env does not exist; run make up \(or scripts/bootstrap\.py\) first$"):
+        envfile.source_otel(tmp_path / "absent.env")

@@ -446,3 +446,10 @@ def test_empty_traces_headers_still_hide_the_generic_ones():
 
 def test_without_traces_headers_the_generic_ones_are_sent():
     assert otlp.traces_headers({"OTEL_EXPORTER_OTLP_HEADERS": "a=2,b=3"}) == {"a": "2", "b": "3"}
+
+
+def test_only_the_tool_calls_named_failed_carry_goose_s_error_type():
+    spans = otlp.goose_session("s", tools=("developer__shell", "developer__text_editor"), tokens=((1, 1),) * 3,
+                               failed_tools=(1,))
+    tools = [span for span in spans if span.name.startswith("execute_tool")]
+    assert [span.attributes.get("error.type") for span in tools] == [None, "tool_error"]

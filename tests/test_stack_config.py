@@ -257,3 +257,18 @@ def test_the_default_env_file_is_dot_env_at_the_checkouts_root():
     from harness.compose_file import REPO
 
     assert (cfg.DEFAULT_ENV_FILE, cfg.DEFAULT_USERS_DIR) == (REPO / ".env", REPO / "users")
+
+
+def test_a_retention_limit_of_one_day_is_accepted():
+    assert cfg.retention_days("1") == 1
+
+
+@pytest.mark.parametrize("name", ["judge", "did_what_was_asked", "a.b-c_1", "x" * 64])
+def test_a_judge_or_endpoint_name_of_letters_digits_and_dot_dash_underscore_is_accepted(name):
+    assert cfg.check_name(name, "NAME") == name
+
+
+@pytest.mark.parametrize("name", ["", "x" * 65, "-lead", "has space", "semi;colon", "ü"])
+def test_any_other_name_is_refused_naming_what_is_allowed(name):
+    with pytest.raises(StackError, match=r"^invalid NAME .*: use 1-64 letters, digits, '\.', '_' or '-'$"):
+        cfg.check_name(name, "NAME")
