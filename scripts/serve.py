@@ -17,9 +17,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from lib.ingest import WRAPPED_APP
+
 SCRIPTS = Path(__file__).resolve().parent
 INGEST_FACTORY = "lib.ingest:create_app"
-WRAPPED_APP = "STACK_WRAPPED_APP"  # lib.ingest reads it (a copy: lib.ingest is imported only in the workers)
 
 
 def behind_ingest(build: Callable[..., list[str]]) -> Callable[..., list[str]]:
