@@ -78,6 +78,13 @@ def read_back(client: MlflowClient, trace_id: str, timeout: float) -> dict[str, 
         time.sleep(0.5)
 
 
+def check_stored_in(trace: dict[str, Any], experiment_id: str) -> None:
+    """Fail unless MLflow stored the trace in the experiment the env file's header names."""
+    stored_in = trace["trace_info"]["trace_location"]["mlflow_experiment"]["experiment_id"]
+    if stored_in != experiment_id:
+        raise StepFailed("read trace back", f"trace landed in experiment {stored_in}, expected {experiment_id}")
+
+
 def span_attribute(span: dict[str, Any], key: str) -> str | None:
     """A span attribute's value from MLflow's OTLP-JSON span, JSON-decoded when MLflow encoded it."""
     for item in span.get("attributes", []):
@@ -122,9 +129,7 @@ def run(args: argparse.Namespace) -> str:
     auth = {key: value for key, value in headers.items() if key.lower() == "authorization"}
     client = MlflowClient(base_url, headers=auth, cafile=environ.get("OTEL_EXPORTER_OTLP_CERTIFICATE"))
     trace = read_back(client, trace_id, args.timeout)
-    stored_in = trace["trace_info"]["trace_location"]["mlflow_experiment"]["experiment_id"]
-    if stored_in != experiment_id:
-        raise StepFailed("read trace back", f"trace landed in experiment {stored_in}, expected {experiment_id}")
+    check_stored_in(trace, experiment_id)
     usage, types = summarize(trace)
     for wanted in ("CHAT_MODEL", "TOOL"):
         if wanted not in types:

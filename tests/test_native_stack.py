@@ -147,6 +147,18 @@ def test_verify_passes_and_leaves_nothing_in_goose_traces(native_stack, bootstra
         assert cursor.fetchone()[0] == before
 
 
+def test_verify_refuses_a_trace_stored_in_another_experiment_than_the_env_file_names(native_stack, emitted):
+    # MLflow 3.18.0 stores a trace where the header says (or refuses it), so no
+    # server here can misplace one; the check is fed a real stored trace instead.
+    import verify
+
+    trace = MlflowClient(native_stack.mlflow_url).get_trace(emitted[0])
+    stored_in = trace["trace_info"]["trace_location"]["mlflow_experiment"]["experiment_id"]
+    verify.check_stored_in(trace, stored_in)
+    with pytest.raises(verify.StepFailed, match=f"trace landed in experiment {stored_in}, expected 999999"):
+        verify.check_stored_in(trace, "999999")
+
+
 def test_verify_names_the_failing_step_when_mlflow_is_unreachable(tmp_path):
     env_file = tmp_path / ".env"
     env_file.write_text(f"export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:{free_port()}\n"
