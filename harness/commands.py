@@ -12,7 +12,7 @@ from pathlib import Path
 
 from lib import envfile
 from lib import stack_config as cfg
-from harness.native import SCRIPTS
+from harness.native import REPO, SCRIPTS
 
 EMITTER = Path(__file__).with_name("otel_emit.py")
 POPULATE = Path(__file__).with_name("populate.py")
@@ -21,9 +21,10 @@ BARE_CLIENT = Path(__file__).with_name("bare_client.py")
 
 def run_script(name: str, *args: str, env: Mapping[str, str] | None = None,
                cwd: Path | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:
-    """Run scripts/<name> with this interpreter, as a user would (`stdin` piped in)."""
-    command = [sys.executable, str(SCRIPTS / name), *args]
-    full_env = {**os.environ, **(env or {})}
+    """Run scripts/<name>, or a job's file by its path from the repository (`mlflow/credentials.py`),
+    with this interpreter, as a user would (`stdin` piped in); scripts/ is on PYTHONPATH, as in the image."""
+    command = [sys.executable, str(REPO / name if "/" in name else SCRIPTS / name), *args]
+    full_env = {**os.environ, "PYTHONPATH": str(SCRIPTS), **(env or {})}
     return subprocess.run(command, capture_output=True, text=True, env=full_env, cwd=cwd, timeout=300,
                           input=stdin)
 

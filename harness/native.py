@@ -40,8 +40,10 @@ def free_port() -> int:
 
 
 def python_path_env() -> dict[str, str]:
-    """PATH with this interpreter's bin first, so `python3` and `mlflow` are the test venv's."""
-    return {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    """PATH with this interpreter's bin first, so `python3` and `mlflow` are the test venv's; scripts/ on
+    PYTHONPATH, as the image's ENV has it (the jobs in the services' folders import its lib)."""
+    return {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PYTHONPATH": str(SCRIPTS)}
 
 
 def find_postgres_bindir() -> Path:
@@ -144,7 +146,7 @@ class NativeStack:
         stack = cls(root, load_compose({"MLFLOW_PORT": str(port)}), {SECRETS_IN_CONTAINER: str(root / "secrets")})
         try:
             stack.secrets.mkdir()
-            stack.check_job("secrets", stack.run_job("secrets"))
+            stack.check_job("credentials", stack.run_job("credentials"))
             stack._start_s3()
             stack._start_postgres()
             stack.check_job("database", stack.run_job("database"))

@@ -238,9 +238,9 @@ class ComposeProject:
         return json.loads(self.exec("mlflow", "docker-entrypoint.sh", "python3", "-c", script))
 
     def secret(self, name: str) -> str:
-        """A generated credential, copied out of the secrets volume through the (exited) secrets job,
+        """A generated credential, copied out of the secrets volume through the (exited) credentials job,
         the one container that mounts all of it."""
-        [content] = archive_files(self.container("secrets"), f"{SECRETS_IN_CONTAINER}/{name}").values()
+        [content] = archive_files(self.container("credentials"), f"{SECRETS_IN_CONTAINER}/{name}").values()
         return content.decode().strip()
 
     def logs(self) -> str:

@@ -21,7 +21,7 @@ def test_project_name_is_fixed():
 
 def test_the_stack_has_its_services():
     assert {"postgres", "minio", "mlflow"} <= LONG_RUNNING
-    assert {"secrets", "database", "bucket", "bootstrap"} <= ONE_SHOT
+    assert {"credentials", "database", "bucket", "bootstrap"} <= ONE_SHOT
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
@@ -179,10 +179,10 @@ def secrets_volume_mounts(service: dict) -> list[str | dict]:
             if (volume.get("source") if isinstance(volume, dict) else volume.split(":")[0]) == "secrets"]
 
 
-def test_only_the_secrets_job_mounts_the_whole_secrets_volume_and_may_write_it():
-    assert secrets_volume_mounts(SERVICES["secrets"]) == ["secrets:/run/secrets/stack"]
+def test_only_the_credentials_job_mounts_the_whole_secrets_volume_and_may_write_it():
+    assert secrets_volume_mounts(SERVICES["credentials"]) == ["secrets:/run/secrets/stack"]
     for name, service in SERVICES.items():
-        if name != "secrets":
+        if name != "credentials":
             assert all(isinstance(volume, dict) and volume["read_only"] for volume in secrets_volume_mounts(service)), name
 
 
@@ -194,7 +194,7 @@ MODE_SETTINGS = {"MLFLOW_PUBLIC_URL": "https://m.example", "EXTERNAL_DATABASE_UR
 @pytest.mark.parametrize("mode", sorted(ALL_MODES))
 def test_each_container_mounts_exactly_the_secret_files_it_reads(mode):
     for name, service in load_compose(MODE_SETTINGS, *ALL_MODES[mode])["services"].items():
-        if name == "secrets":
+        if name == "credentials":
             continue
         read = {str(value) for key, value in (service.get("environment") or {}).items()
                 if key.endswith("_FILE") and str(value).startswith(SECRETS_IN_CONTAINER)}
@@ -277,8 +277,8 @@ EXTERNAL_SETTINGS = {"EXTERNAL_DATABASE_URI": "postgresql+psycopg2://r@db.exampl
 def test_external_services_switch_the_bundled_ones_off(team):
     services = load_compose(EXTERNAL_SETTINGS, team=team, external=True)["services"]
     assert not {"postgres", "minio", "database", "bucket"} & set(services)
-    assert set(services["mlflow"]["depends_on"]) == {"secrets", "migrate"}
-    assert services["migrate"]["depends_on"] == {"secrets": {"condition": "service_completed_successfully"}}
+    assert set(services["mlflow"]["depends_on"]) == {"credentials", "migrate"}
+    assert services["migrate"]["depends_on"] == {"credentials": {"condition": "service_completed_successfully"}}
     for service in ("mlflow", "migrate"):
         assert services[service]["environment"]["MLFLOW_BACKEND_STORE_URI"] == EXTERNAL_SETTINGS["EXTERNAL_DATABASE_URI"]
     # The migrate job reads the managed stores' credentials where mlflow does.

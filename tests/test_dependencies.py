@@ -22,7 +22,9 @@ from harness.compose_file import REPO
 from harness.project import copy_checkout
 from test_compose_policy import MLFLOW_VERSION, pins
 
-CODE = ["scripts", "bench", "harness", "tests"]
+# The one-shot jobs, each in its service's folder; they run in the image, as scripts/ does.
+JOB_FOLDERS = ["postgres", "minio", "mlflow"]
+CODE = ["scripts", *JOB_FOLDERS, "bench", "harness", "tests"]
 NOT_SCANNED = (".ci/offline-images/",)  # the stand-in images declare their own packages
 # Declared for a program they provide, not for an import.
 PROGRAMS = {
@@ -118,7 +120,9 @@ def test_every_imported_package_is_declared():
 
 def test_every_package_the_stacks_commands_import_is_in_the_image():
     image = declared("mlflow/requirements.txt")
-    commands = third_party_imports(sorted([*(REPO / "scripts").glob("*.py"), *(REPO / "scripts" / "lib").glob("*.py")]), image)
+    in_image = [*(REPO / "scripts").glob("*.py"), *(REPO / "scripts" / "lib").glob("*.py"),
+                *(path for folder in JOB_FOLDERS for path in (REPO / folder).glob("*.py"))]
+    commands = third_party_imports(sorted(in_image), image)
     assert commands and {module: dist for module, dist in commands.items() if dist not in image} == {}
 
 

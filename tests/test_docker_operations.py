@@ -25,7 +25,7 @@ import pytest
 from harness.commands import experiment_id_in, fill, source_and_emit
 from harness.project import REPO_OWNER_UID, ComposeProject, clean_copy, filled_stack, require_engine
 from harness.team import TeamDeployment
-from stack_secrets import SECRETS
+from credentials import SECRETS
 from test_docker_stack import send_aged_trace, wait_for_log
 
 pytestmark = pytest.mark.docker

@@ -21,7 +21,7 @@ from harness.commands import bare_client_round_trip, client_env, experiment_id_i
 from harness.project import ComposeProject, clean_copy, image_files, require_engine
 
 from lib.mlflow_api import MlflowApiError
-from stack_secrets import SECRETS
+from credentials import SECRETS
 from test_compose_policy import MLFLOW_VERSION
 from test_dependencies import MISSING_BY_DESIGN, mlflow_installation
 
@@ -49,7 +49,7 @@ def test_make_up_brings_every_service_up_healthy(docker_stack):
     states = docker_stack.states()
     for name in ("postgres", "minio", "mlflow", "retention"):
         assert states[name][:2] == ("running", "healthy"), states
-    for name in ("secrets", "database", "bucket", "migrate", "bootstrap"):
+    for name in ("credentials", "database", "bucket", "migrate", "bootstrap"):
         assert states[name][0] == "exited" and states[name][2] == 0, states
 
 

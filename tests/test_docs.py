@@ -74,11 +74,11 @@ def test_every_test_a_page_cites_exists():
 
 
 def test_the_number_of_generated_secrets_the_pages_name_is_the_stacks():
-    import stack_secrets
+    import credentials
 
     words = ("one two three four five six seven eight nine ten").split()
     named = {word for page in PAGES for word in re.findall(r"all (\w+) generated secrets", page.read_text())}
-    assert named == {words[len(stack_secrets.SECRETS) - 1]}
+    assert named == {words[len(credentials.SECRETS) - 1]}
 
 
 # Words that date a version: a page may name another MLflow than the pin only as history (a run of a day,

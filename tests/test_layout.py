@@ -23,7 +23,7 @@ def test_the_layout_names_every_top_level_entry_and_nothing_else():
     assert layout_entries() == top_level_entries()
 
 
-def test_the_image_build_context_holds_only_the_image_and_the_stacks_commands():
+def test_the_image_build_context_holds_only_the_image_the_stacks_commands_and_the_services_jobs():
     rules = [line for line in (REPO / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")]
     assert rules[0] == "*"
-    assert {rule.lstrip("!").split("/")[0] for rule in rules[1:]} == {"mlflow", "scripts"}
+    assert {rule.lstrip("!").split("/")[0] for rule in rules[1:]} == {"mlflow", "scripts", "postgres", "minio"}

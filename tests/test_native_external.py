@@ -1,7 +1,7 @@
 """External services, natively: MLflow on a "managed" PostgreSQL database and S3 bucket.
 
 The managed side is a separate role, database and bucket on the native
-servers, reachable only with credentials the secrets job imports, exactly as
+servers, reachable only with credentials the credentials job imports, exactly as
 compose.external.yaml wires them; the bundled database and bucket stay unused.
 """
 
@@ -54,7 +54,7 @@ def external(native_stack, tmp_path_factory):
         "EXTERNAL_ARTIFACTS_DESTINATION": f"s3://{BUCKET}/{PREFIX}",
         "EXTERNAL_S3_ENDPOINT_URL": native_stack.s3_url}, external=True)
     replacements = {SECRETS_IN_CONTAINER: str(secrets), "/run/external": str(provided)}
-    imported = native_stack.run_job("secrets", compose=compose, replacements=replacements)
+    imported = native_stack.run_job("credentials", compose=compose, replacements=replacements)
     assert imported.returncode == 0, imported.stderr
     log = imported.stderr
     server, url = native_stack.start_mlflow(compose, replacements, port, "mlflow-external.log")
@@ -72,7 +72,7 @@ def managed_db(native_stack, password: str):
 
 
 def test_bundled_services_are_switched_off(external):
-    assert sorted(external["compose"]["services"]) == ["bootstrap", "migrate", "mlflow", "retention", "secrets"]
+    assert sorted(external["compose"]["services"]) == ["bootstrap", "credentials", "migrate", "mlflow", "retention"]
 
 
 def test_external_credentials_are_imported_readable_and_not_printed(external):

@@ -286,7 +286,7 @@ def test_database_job_refuses_a_database_name_that_is_not_an_identifier(native_s
     refused = native_stack.run_job("database", "--databases", "mlflow;drop")
     assert refused.returncode == 1
     assert refused.stderr.strip().splitlines() == [
-        "create_database: error: database 'mlflow;drop' is not a plain identifier; use a-z, 0-9 and _ (at most 63)"]
+        "database: error: database 'mlflow;drop' is not a plain identifier; use a-z, 0-9 and _ (at most 63)"]
 
 
 def test_search_traces_applies_the_filter(native_stack, bootstrapped, emitted):
@@ -307,14 +307,14 @@ def test_bucket_job_with_a_wrong_key_fails_naming_the_bucket(native_stack, tmp_p
     compose["services"]["bucket"]["environment"]["AWS_SECRET_ACCESS_KEY_FILE"] = str(tmp_path / "wrong-key")
     refused = native_stack.run_job("bucket", "--bucket", "another-bucket", compose=compose)
     assert refused.returncode == 1
-    assert refused.stderr.startswith("create_bucket: error: bucket another-bucket at http://127.0.0.1:")
+    assert refused.stderr.startswith("bucket: error: bucket another-bucket at http://127.0.0.1:")
     assert "(403)" in refused.stderr
 
 
 def test_database_job_refuses_to_create_a_role_without_a_password(native_stack):
     env = {"PGHOST": "127.0.0.1", "PGPORT": str(native_stack.postgres.port), "PGUSER": "postgres",
            "PGPASSWORD": native_stack.secret("postgres-password"), "MLFLOW_DB_PASSWORD": ""}
-    refused = run_script("create_database.py", "--role", "nopassword", "--databases", "", env=env)
+    refused = run_script("postgres/database.py", "--role", "nopassword", "--databases", "", env=env)
     assert refused.returncode == 1
     assert "role nopassword is missing and MLFLOW_DB_PASSWORD is empty" in refused.stderr
     admin = psycopg2.connect(native_stack.database_uri("postgres", native_stack.secret("postgres-password"), "postgres"))

@@ -26,7 +26,7 @@ def test_a_progress_line_gets_the_whole_seconds_since_the_start_right_aligned():
 
 
 def test_only_jobs_that_exited_non_zero_are_reported():
-    assert up.failed_jobs("database:0\nmigrate:3\nsecrets:0\nbucket:137\n") == ["migrate", "bucket"]
+    assert up.failed_jobs("database:0\nmigrate:3\ncredentials:0\nbucket:137\n") == ["migrate", "bucket"]
 
 
 def test_no_exited_job_reports_nothing():

@@ -6,9 +6,9 @@ mutmut names a mutant after its file's path (scripts/lib/envfile.py would be
 happens in a staging folder (build/mutation/ by default) where scripts/ is
 copied to src/, whose prefix mutmut drops, and mutants/scripts links to the
 mutated src/: the tests' own pythonpath, and scripts run as subprocesses,
-then use the mutated modules. scripts/host/'s modules are also staged flat
-into src/, and those are the mutated ones: a mutant is switched on by its
-function's __module__, which is `doctor` for the tests (pythonpath scripts
+then use the mutated modules. scripts/host/'s modules and the services' jobs
+(postgres/, minio/, mlflow/) are also staged flat into src/, and those are the
+mutated ones: a mutant is switched on by its function's __module__, which is `doctor` for the tests (pythonpath scripts
 before scripts/host), not `host.doctor`; make's targets run the unmutated
 src/host/ files. Settings are in
 pyproject.toml's [tool.mutmut].
@@ -30,7 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-GATED = ("lib.envfile", "lib.stack_config", "stack_secrets", "lib.otlp", "lib.errors", "compose_settings", "bump_mlflow")
+# Staged flat into src/, as pytest's pythonpath puts them: the host commands and the services' jobs.
+FLAT_FOLDERS = ("scripts/host", "postgres", "minio", "mlflow")
+GATED = ("lib.envfile", "lib.stack_config", "credentials", "lib.otlp", "lib.errors", "compose_settings", "bump_mlflow")
 # Functions of gated modules whose tests cannot run per mutant: argument parsing and main (run by make as a
 # subprocess, which mutmut cannot tie to a function), the running stack's labels (the Docker engine:
 # test_docker_operations.py, test_docker_team.py) and the locking (the package index: test_bump_mlflow.py's
@@ -74,8 +76,9 @@ def stage(work: Path) -> None:
         shutil.rmtree(work)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
     shutil.copytree(REPO / "scripts", work / "src", ignore=ignore)
-    for module in (REPO / "scripts" / "host").glob("*.py"):
-        shutil.copy2(module, work / "src" / module.name)
+    for folder in FLAT_FOLDERS:
+        for module in (REPO / folder).glob("*.py"):
+            shutil.copy2(module, work / "src" / module.name)
     shutil.copytree(REPO / "tests", work / "tests", ignore=ignore)
     shutil.copy2(REPO / "pyproject.toml", work / "pyproject.toml")
     for name in tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mutmut"].get("also_copy", []):

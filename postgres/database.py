@@ -87,16 +87,16 @@ def run(args: argparse.Namespace) -> None:
         try:
             with connection.cursor() as cursor:
                 state = ensure_role(cursor, role, os.environ.get("MLFLOW_DB_PASSWORD", ""))
-                print(f"create_database: role {role} {state}", file=sys.stderr)
+                print(f"database: role {role} {state}", file=sys.stderr)
                 for name in databases:
-                    print(f"create_database: database {name} {ensure_database(cursor, name, role)}", file=sys.stderr)
+                    print(f"database: database {name} {ensure_database(cursor, name, role)}", file=sys.stderr)
         finally:
             connection.close()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return run_command("create_database", lambda: run(args))
+    return run_command("database", lambda: run(args))
 
 
 if __name__ == "__main__":

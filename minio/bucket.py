@@ -59,12 +59,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> None:
     with one_line_errors(f"bucket {args.bucket} at {args.endpoint}"):
         state = ensure_bucket(args.endpoint, args.bucket, args.retries)
-    print(f"create_bucket: bucket {args.bucket} {state}", file=sys.stderr)
+    print(f"bucket: bucket {args.bucket} {state}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return run_command("create_bucket", lambda: run(args))
+    return run_command("bucket", lambda: run(args))
 
 
 if __name__ == "__main__":

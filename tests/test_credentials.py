@@ -1,4 +1,4 @@
-"""scripts/stack_secrets.py: random credentials made once, kept, never printed."""
+"""mlflow/credentials.py: random credentials made once, kept, never printed."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import secrets
 from pathlib import Path
 
 import pytest
-import stack_secrets
+import credentials
 from harness.commands import run_script
-from stack_secrets import SECRETS
+from credentials import SECRETS
 
 
 def test_every_secret_is_generated_readable_and_long_enough(tmp_path):
-    result = run_script("stack_secrets.py", str(tmp_path))
+    result = run_script("mlflow/credentials.py", str(tmp_path))
     assert result.returncode == 0, result.stderr
     for name in SECRETS:
         value = (tmp_path / name).read_text()
@@ -25,34 +25,34 @@ def test_every_secret_is_generated_readable_and_long_enough(tmp_path):
 def test_secrets_differ_from_each_other_and_between_installs(tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
     first.mkdir(), second.mkdir()
-    run_script("stack_secrets.py", str(first)), run_script("stack_secrets.py", str(second))
+    run_script("mlflow/credentials.py", str(first)), run_script("mlflow/credentials.py", str(second))
     values = [(d / name).read_text() for d in (first, second) for name in SECRETS]
     assert len(set(values)) == len(values)
 
 
 def test_rerun_keeps_existing_secrets(tmp_path):
-    run_script("stack_secrets.py", str(tmp_path))
+    run_script("mlflow/credentials.py", str(tmp_path))
     before = {name: (tmp_path / name).read_text() for name in SECRETS}
-    result = run_script("stack_secrets.py", str(tmp_path))
+    result = run_script("mlflow/credentials.py", str(tmp_path))
     assert result.returncode == 0 and "kept" in result.stderr
     assert {name: (tmp_path / name).read_text() for name in SECRETS} == before
 
 
 def test_values_never_reach_the_output(tmp_path):
-    result = run_script("stack_secrets.py", str(tmp_path))
+    result = run_script("mlflow/credentials.py", str(tmp_path))
     for name in SECRETS:
         assert (tmp_path / name).read_text() not in result.stdout + result.stderr
 
 
 def test_missing_directory_is_a_clear_error(tmp_path):
-    result = run_script("stack_secrets.py", str(tmp_path / "absent"))
+    result = run_script("mlflow/credentials.py", str(tmp_path / "absent"))
     assert result.returncode == 1 and "is not a directory" in result.stderr
 
 
 # The same command in-process (main), for each rule.
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = stack_secrets.main(list(argv))
+    code = credentials.main(list(argv))
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -76,14 +76,14 @@ def test_new_secret_files_are_read_only_for_everyone(tmp_path, capsys):
 def test_first_run_reports_every_name_as_generated_on_stderr_only(tmp_path, capsys):
     code, out, err = run(capsys, str(tmp_path))
     assert (code, out) == (0, "")
-    assert err.splitlines() == [f"stack_secrets: {name}: generated" for name in SECRETS]
+    assert err.splitlines() == [f"credentials: {name}: generated" for name in SECRETS]
 
 
 def test_second_run_reports_every_name_as_kept(tmp_path, capsys):
     run(capsys, str(tmp_path))
     code, out, err = run(capsys, str(tmp_path))
     assert (code, out) == (0, "")
-    assert err.splitlines() == [f"stack_secrets: {name}: kept" for name in SECRETS]
+    assert err.splitlines() == [f"credentials: {name}: kept" for name in SECRETS]
 
 
 def test_no_value_is_printed_on_the_first_or_the_second_run(tmp_path, capsys):
@@ -107,8 +107,8 @@ def test_missing_secret_is_generated_next_to_kept_ones(tmp_path, capsys):
     (tmp_path / "mlflow-secret-key").unlink()
     code, _, err = run(capsys, str(tmp_path))
     assert code == 0 and (tmp_path / "postgres-password").read_text() == kept
-    assert "stack_secrets: mlflow-secret-key: generated" in err.splitlines()
-    assert "stack_secrets: postgres-password: kept" in err.splitlines()
+    assert "credentials: mlflow-secret-key: generated" in err.splitlines()
+    assert "credentials: postgres-password: kept" in err.splitlines()
 
 
 @pytest.mark.parametrize("content", ["", "\n", "  \n"])
@@ -116,14 +116,14 @@ def test_empty_existing_secret_file_is_refused_and_left(tmp_path, capsys, conten
     (tmp_path / "minio-root-user").write_text(content)
     code, out, err = run(capsys, str(tmp_path))
     assert (code, out) == (1, "")
-    assert err.splitlines()[-1] == (f"stack_secrets: error: {tmp_path / 'minio-root-user'} is empty; "
+    assert err.splitlines()[-1] == (f"credentials: error: {tmp_path / 'minio-root-user'} is empty; "
                                     "delete it only if the stack's volumes are new")
     assert (tmp_path / "minio-root-user").read_text() == content
 
 
 def test_empty_existing_secret_file_is_refused_as_a_command_too(tmp_path):
     (tmp_path / "postgres-password").write_text("")
-    result = run_script("stack_secrets.py", str(tmp_path))
+    result = run_script("mlflow/credentials.py", str(tmp_path))
     assert result.returncode == 1 and f"{tmp_path / 'postgres-password'} is empty" in result.stderr
     assert (tmp_path / "postgres-password").read_text() == ""
 
@@ -135,7 +135,7 @@ def test_secrets_path_that_is_not_a_directory_is_refused(tmp_path, capsys, make)
         target.write_text("x")
     code, _, err = run(capsys, str(target))
     assert code == 1
-    assert err == f"stack_secrets: error: {target} is not a directory; mount the secrets volume there\n"
+    assert err == f"credentials: error: {target} is not a directory; mount the secrets volume there\n"
 
 
 # --import-from: credentials of external services.
@@ -155,11 +155,11 @@ def test_import_copies_each_present_credential_without_surrounding_whitespace(tm
                       external_s3_secret_access_key="s3-secret")
     code, _, err = run(capsys, str(secrets_dir), "--import-from", str(source))
     assert code == 0
-    assert {name: (secrets_dir / name).read_text() for name in stack_secrets.IMPORTED} == {
+    assert {name: (secrets_dir / name).read_text() for name in credentials.IMPORTED} == {
         "external-db-password": "db-pw", "external-s3-access-key-id": "AKIA",
         "external-s3-secret-access-key": "s3-secret"}
     assert [line for line in err.splitlines() if "external" in line] == [
-        f"stack_secrets: {name}: imported" for name in stack_secrets.IMPORTED]
+        f"credentials: {name}: imported" for name in credentials.IMPORTED]
 
 
 def test_imported_credentials_are_read_only_for_everyone(tmp_path, capsys):
@@ -183,7 +183,7 @@ def test_reimport_of_an_unchanged_credential_says_unchanged(tmp_path, capsys):
     source = external(tmp_path, external_db_password="pw")
     run(capsys, str(secrets_dir), "--import-from", str(source))
     code, _, err = run(capsys, str(secrets_dir), "--import-from", str(source))
-    assert code == 0 and "stack_secrets: external-db-password: unchanged" in err.splitlines()
+    assert code == 0 and "credentials: external-db-password: unchanged" in err.splitlines()
 
 
 def test_changed_credential_is_refreshed_on_the_next_run(tmp_path, capsys):
@@ -193,7 +193,7 @@ def test_changed_credential_is_refreshed_on_the_next_run(tmp_path, capsys):
     run(capsys, str(secrets_dir), "--import-from", str(source))
     (source / "external-db-password").write_text("rotated-pw\n")
     code, _, err = run(capsys, str(secrets_dir), "--import-from", str(source))
-    assert code == 0 and "stack_secrets: external-db-password: imported" in err.splitlines()
+    assert code == 0 and "credentials: external-db-password: imported" in err.splitlines()
     assert (secrets_dir / "external-db-password").read_text() == "rotated-pw"
 
 
@@ -206,7 +206,7 @@ def test_empty_import_source_is_refused_and_the_old_copy_kept(tmp_path, capsys, 
     (source / "external-db-password").write_text(content)
     code, _, err = run(capsys, str(secrets_dir), "--import-from", str(source))
     assert code == 1
-    assert err.splitlines()[-1] == (f"stack_secrets: error: {source / 'external-db-password'} is empty; "
+    assert err.splitlines()[-1] == (f"credentials: error: {source / 'external-db-password'} is empty; "
                                     "write the credential into it")
     assert (secrets_dir / "external-db-password").read_text() == "pw"
 
@@ -214,7 +214,7 @@ def test_empty_import_source_is_refused_and_the_old_copy_kept(tmp_path, capsys, 
 def test_missing_import_folder_is_refused_naming_it(tmp_path, capsys):
     code, _, err = run(capsys, str(tmp_path), "--import-from", str(tmp_path / "absent"))
     assert code == 1
-    assert err.splitlines()[-1] == (f"stack_secrets: error: {tmp_path / 'absent'} is not a directory; "
+    assert err.splitlines()[-1] == (f"credentials: error: {tmp_path / 'absent'} is not a directory; "
                                     "create it with the external credentials (docs/external.md)")
 
 
@@ -240,19 +240,19 @@ def test_import_from_runs_after_the_generated_secrets_are_ensured(tmp_path, caps
     secrets_dir.mkdir()
     code, _, err = run(capsys, str(secrets_dir), "--import-from", str(external(tmp_path, external_db_password="pw")))
     assert code == 0 and sorted(p.name for p in secrets_dir.iterdir()) == sorted([*SECRETS, "external-db-password"])
-    assert err.splitlines()[-1] == "stack_secrets: external-db-password: imported"
+    assert err.splitlines()[-1] == "credentials: external-db-password: imported"
 
 
 def test_usage_error_without_a_directory_exits_2(capsys):
     with pytest.raises(SystemExit) as raised:
-        stack_secrets.main([])
+        credentials.main([])
     assert raised.value.code == 2 and "directory" in capsys.readouterr().err
 
 
 def test_help_names_the_imported_files(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "400")
     with pytest.raises(SystemExit):
-        stack_secrets.main(["--help"])
+        credentials.main(["--help"])
     out = capsys.readouterr().out
     assert "external-db-password, external-s3-access-key-id, external-s3-secret-access-key" in out
 
@@ -260,7 +260,7 @@ def test_help_names_the_imported_files(capsys, monkeypatch):
 def test_help_describes_the_command_and_its_arguments(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "400")
     with pytest.raises(SystemExit):
-        stack_secrets.main(["--help"])
+        credentials.main(["--help"])
     out = capsys.readouterr().out
     assert "[--import-from DIR] directory" in out.splitlines()[0]
     assert "Create the stack's random credentials if they do not exist yet." in out.splitlines()

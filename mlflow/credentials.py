@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Generate the stack's credentials once and keep them; import external ones.
 
-Runs as the one-shot `secrets` service on every `up`: a generated file that
+Runs as the one-shot `credentials` service on every `up`: a generated file that
 exists is never rewritten, so PostgreSQL and MinIO keep accepting the
 credentials they were initialised with. With --import-from (external services,
 compose.external.yaml), the credentials of a managed database and bucket are
@@ -70,7 +70,7 @@ def generate_missing(directory: Path) -> None:
         raise StackError(f"{directory} is not a directory; mount the secrets volume there")
     for name, nbytes in SECRETS.items():
         created = ensure_secret(directory, name, nbytes)
-        print(f"stack_secrets: {name}: {'generated' if created else 'kept'}", file=sys.stderr)
+        print(f"credentials: {name}: {'generated' if created else 'kept'}", file=sys.stderr)
 
 
 def import_external(directory: Path, source: Path) -> None:
@@ -78,7 +78,7 @@ def import_external(directory: Path, source: Path) -> None:
         raise StackError(f"{source} is not a directory; create it with the external credentials (docs/external.md)")
     for name in IMPORTED:
         if (source / name).is_file():
-            print(f"stack_secrets: {name}: {import_secret(directory, source / name)}", file=sys.stderr)
+            print(f"credentials: {name}: {import_secret(directory, source / name)}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return run_command("stack_secrets", lambda: run(args))
+    return run_command("credentials", lambda: run(args))
 
 
 if __name__ == "__main__":
