@@ -11,9 +11,7 @@ TEAM_COMPOSE = $(COMPOSE) $(addprefix -f ,$(subst :, ,$(or $(shell $(SETTINGS) c
 # The stack as it runs (backup, restore, judge, ... act on it): the compose
 # files its containers were started with, team mode's too; COMPOSE's when nothing runs.
 STACK_COMPOSE = $(COMPOSE) $(shell $(SETTINGS) running-files)
-# What make restore tells restore.py: FORCE, PRUNE, and the limit the stack starts again with.
-RESTORE_FLAGS = $(if $(FORCE),--force) $(if $(PRUNE),--prune) --retention-days "$(shell $(SETTINGS) running-retention-days)"
-# make up, make team-up and the restart that ends make restore (scripts/host/up.py).
+# make up, make team-up and make restore (scripts/host/up.py).
 UP = PYTHONPATH=scripts:scripts/host $(PYTHON) scripts/host/up.py --compose "$(COMPOSE)"
 BOOTSTRAP := python3 /opt/stack/scripts/bootstrap.py --tracking-uri http://mlflow:5000 --users-dir /project/users
 VENV := .venv
@@ -94,18 +92,7 @@ backup: ## Back up databases and artifacts into backups/goose-mlflow-<UTC time>.
 	@$(STACK_COMPOSE) run --rm --no-deps migrate python3 scripts/backup.py
 
 restore: ## Restore a backup into this stack, which must hold no data (FILE=backups/....tar [FORCE=1] [PRUNE=1])
-	@test -n "$(FILE)" || { echo "make restore: say which backup: make restore FILE=backups/goose-mlflow-....tar" >&2; exit 2; }
-	@test -f "$(FILE)" || { echo "make restore: $(FILE) is not a file; make backup writes them into backups/" >&2; exit 2; }
-	@# Checked while everything runs; only then is MLflow stopped, the stores
-	@# replaced, and the stack started again (its migrate job upgrades an older backup)
-	@# with the retention limit of .env, which must delete none of the backup's traces (or PRUNE=1).
-	@$(STACK_COMPOSE) run --rm --no-deps --volume "$(abspath $(FILE)):/restore/$(notdir $(FILE)):ro" migrate \
-		python3 scripts/restore.py --check $(RESTORE_FLAGS) "/restore/$(notdir $(FILE))"
-	@$(STACK_COMPOSE) stop $(if $(findstring compose.team.yaml,$(STACK_COMPOSE)),proxy) retention mlflow
-	@$(STACK_COMPOSE) run --rm --no-deps --volume "$(abspath $(FILE)):/restore/$(notdir $(FILE)):ro" migrate \
-		python3 scripts/restore.py $(RESTORE_FLAGS) "/restore/$(notdir $(FILE))" \
-		|| { echo "make restore: failed (see above); starting the stack again" >&2; $(UP) --restart >/dev/null 2>&1; exit 1; }
-	@$(UP) --restart
+	@$(UP) --restore "$(FILE)" $(if $(FORCE),--force) $(if $(PRUNE),--prune)
 
 status: $(HOST_STAMP) ## Each service's health, disk use, schema, traces per experiment, the last backup's age
 	@PYTHONPATH=scripts $(HOST_VENV)/bin/python scripts/host/status.py

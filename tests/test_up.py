@@ -81,3 +81,36 @@ def test_an_existing_backups_folder_is_kept_as_it_is(tmp_path):
 def test_a_stack_error_is_not_swallowed_as_success(tmp_path):
     with pytest.raises(StackError):
         up.plan(args_for(tmp_path, "--team"), {})
+
+
+def test_restore_without_a_file_says_which_is_wanted_and_runs_nothing(tmp_path, capsys):
+    assert up.main(["--restore", "", "--compose", "false", "--directory", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == (
+        "make restore: error: say which backup: make restore FILE=backups/goose-mlflow-....tar\n")
+
+
+def test_restore_of_a_path_that_is_no_file_names_it_and_where_backups_are(tmp_path, capsys):
+    missing = tmp_path / "backups" / "goose-mlflow-x.tar"
+    assert up.main(["--restore", str(missing), "--compose", "false", "--directory", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == (
+        f"make restore: error: {missing} is not a file; make backup writes them into backups/\n")
+
+
+def test_restore_mounts_the_backup_read_only_into_the_migrate_job(tmp_path):
+    backup = tmp_path / "goose-mlflow-20261207T101010Z.tar"
+    assert up.restore_run(backup, ["--force", "--retention-days", "30"], check=True) == [
+        "run", "--rm", "--no-deps", "--volume", f"{backup}:/restore/{backup.name}:ro", "migrate",
+        "python3", "scripts/restore.py", "--check", "--force", "--retention-days", "30", f"/restore/{backup.name}"]
+    assert "--check" not in up.restore_run(backup, [], check=False)
+
+
+def test_restore_tells_restore_py_force_prune_and_the_limit_the_stack_starts_again_with(tmp_path):
+    assert up.restore_flags(args_for(tmp_path, "--restore", "b.tar"), "") == ["--retention-days", ""]
+    assert up.restore_flags(args_for(tmp_path, "--restore", "b.tar", "--force", "--prune"), "30") == [
+        "--force", "--prune", "--retention-days", "30"]
+
+
+def test_restore_stops_the_proxy_too_in_team_mode():
+    assert up.servers_to_stop(["compose.yaml"]) == ["retention", "mlflow"]
+    assert up.servers_to_stop([]) == ["retention", "mlflow"]
+    assert up.servers_to_stop(["/x/compose.yaml", "/x/compose.team.yaml"]) == ["proxy", "retention", "mlflow"]

@@ -13,8 +13,9 @@ files its containers were started with:
   compose_settings.py team-https-port          the port of MLFLOW_PUBLIC_URL (443 without one);
                                        a TEAM_HTTPS_PORT that disagrees is refused
   compose_settings.py setting NAME             NAME's value (empty when unset)
-  compose_settings.py running-retention-days   the retention limit the running stack was created with
-                                       (a restore starts it again as it was), else the setting's
+
+up.py's restore also asks it for the retention limit the running stack was
+created with (a restore starts it again as it was).
 
 Stdlib only: it runs before any venv exists.
 """
@@ -136,7 +137,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     files.add_argument("--team", action="store_true", help="with compose.team.yaml")
     commands.add_parser("running-files", help="the running stack's compose files as -f options (empty: none runs)")
     commands.add_parser("team-https-port", help="the port of MLFLOW_PUBLIC_URL, checked against TEAM_HTTPS_PORT")
-    commands.add_parser("running-retention-days", help="the retention limit the running stack was created with")
     setting = commands.add_parser("setting", help="one setting's value (empty when unset)")
     setting.add_argument("name", help="e.g. TRACE_RETENTION_DAYS")
     return parser.parse_args(argv)
@@ -150,8 +150,6 @@ def answer(args: argparse.Namespace) -> str:
         return settings.get(args.name, "")
     if args.command == "running-files":
         return " ".join(f"-f {shlex.quote(name)}" for name in running_files(shlex.split(args.compose), settings))
-    if args.command == "running-retention-days":
-        return running_retention_days(shlex.split(args.compose), settings)
     return str(team_https_port(settings))
 
 

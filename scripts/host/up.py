@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
-"""make up, make team-up, and the restart that ends make restore: start the stack, wait, print the bootstrap's summary.
+"""make up, make team-up and make restore: start the stack, wait, print the bootstrap's summary.
 
   up.py                 local mode (the compose files Compose reads itself: COMPOSE_FILE, else compose.yaml)
   up.py --team          team mode: compose.team.yaml after compose.yaml; the proxy on MLFLOW_PUBLIC_URL's port
   up.py --restart       the running stack again, in its mode, its containers as they were created
+  up.py --restore FILE  make restore: the backup checked while everything runs, then MLflow stopped,
+                        the stores replaced (scripts/restore.py in the migrate service) and the
+                        stack started again as --restart does (its migrate job upgrades an older
+                        backup), with the retention limit it was created with
 
 Steps: the backups folder (made here, by the user, so that it is theirs, not
 root's); the servers, waited for until healthy; what the migrate job did when
@@ -119,11 +123,64 @@ def run_bootstrap(compose: Compose) -> int:
     return status
 
 
+def backup_file(value: str) -> Path:
+    """The backup make restore was given, checked before anything runs."""
+    if not value:
+        raise StackError("say which backup: make restore FILE=backups/goose-mlflow-....tar")
+    if not Path(value).is_file():
+        raise StackError(f"{value} is not a file; make backup writes them into backups/")
+    return Path(value).resolve()
+
+
+def restore_run(backup: Path, flags: Sequence[str], check: bool) -> list[str]:
+    """`compose run` of restore.py in the migrate service, the backup mounted read-only."""
+    inside = f"/restore/{backup.name}"
+    return ["run", "--rm", "--no-deps", "--volume", f"{backup}:{inside}:ro", "migrate",
+            "python3", "scripts/restore.py", *(["--check"] if check else []), *flags, inside]
+
+
+def restore_flags(args: argparse.Namespace, retention_days: str) -> list[str]:
+    """FORCE and PRUNE, and the limit the stack starts again with (restore.py counts what it would delete)."""
+    return [*(["--force"] if args.force else []), *(["--prune"] if args.prune else []),
+            "--retention-days", retention_days]
+
+
+def servers_to_stop(files: Sequence[str]) -> list[str]:
+    """What must not write while the stores are replaced: MLflow, retention, and team mode's proxy."""
+    return [*(["proxy"] if compose_settings.is_team(list(files)) else []), "retention", "mlflow"]
+
+
+def restore(args: argparse.Namespace) -> int:
+    backup = backup_file(args.restore)
+    env = dict(os.environ)
+    command = shlex.split(args.compose)
+    settings = compose_settings.read_settings(args.directory, env)
+    files = compose_settings.running_files(command, settings)
+    compose = Compose(command, files, env)
+    flags = restore_flags(args, compose_settings.running_retention_days(command, settings))
+    status = compose.run(*restore_run(backup, flags, check=True)).returncode
+    if status != 0:
+        return status
+    compose.run("stop", *servers_to_stop(files))
+    if compose.run(*restore_run(backup, flags, check=False)).returncode != 0:
+        # restore.py changes nothing when it fails (one transaction): the stack comes back as it was.
+        print("make restore: failed (see above); starting the stack again", file=sys.stderr)
+        compose.run("up", "--detach", "--wait", "--no-recreate", *wait_list(files),
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return 1
+    return up(argparse.Namespace(**{**vars(args), "restart": True}))
+
+
+def wait_list(files: Sequence[str]) -> tuple[str, ...]:
+    """The services to wait for in the mode these compose files start."""
+    return TEAM_WAIT if compose_settings.is_team(list(files)) else LOCAL_WAIT
+
+
 def plan(args: argparse.Namespace, env: dict[str, str]) -> tuple[list[str], tuple[str, ...], list[str]]:
     """(compose files, services to wait for, extra flags) for the mode asked; may set TEAM_HTTPS_PORT."""
     if args.restart:
         files = compose_settings.running_files(shlex.split(args.compose), env)
-        return files, TEAM_WAIT if compose_settings.is_team(files) else LOCAL_WAIT, ["--no-recreate"]
+        return files, wait_list(files), ["--no-recreate"]
     if args.team:
         settings = compose_settings.read_settings(args.directory, env)
         env["TEAM_HTTPS_PORT"] = str(compose_settings.team_https_port(settings))
@@ -151,6 +208,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     mode.add_argument("--team", action="store_true", help="team mode: the TLS proxy and accounts (docs/team.md)")
     mode.add_argument("--restart", action="store_true",
                       help="the running stack again, in its mode, without recreating its containers")
+    mode.add_argument("--restore", metavar="FILE",
+                      help="make restore: restore this backup into the running stack, then start it again")
+    parser.add_argument("--force", action="store_true", help="with --restore: replace a stack that holds data")
+    parser.add_argument("--prune", action="store_true",
+                        help="with --restore: let the retention limit delete the backup's older traces")
     parser.add_argument("--compose", default=os.environ.get("COMPOSE", "docker compose"),
                         help="the Compose command (default: $COMPOSE, else %(default)s)")
     parser.add_argument("--directory", type=Path, default=Path.cwd(), help=argparse.SUPPRESS)
@@ -160,7 +222,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     status: list[int] = []
-    code = run_command("make team-up" if args.team else "make up", lambda: status.append(up(args)))
+    name = "make team-up" if args.team else "make restore" if args.restore is not None else "make up"
+    code = run_command(name, lambda: status.append(restore(args) if args.restore is not None else up(args)))
     return code or status[0]
 
 
