@@ -30,7 +30,7 @@ LOCK = $(UV) pip compile --native-tls --quiet --override mlflow/overrides.txt \
 # The image's Python version, from its base image (mlflow/Dockerfile).
 IMAGE_PYTHON = $(shell sed -n 's/^ARG PYTHON_IMAGE=python:\([0-9.]*\)-.*/\1/p' mlflow/Dockerfile)
 
-.PHONY: help up down logs team-up team-down user remove-user gateway-endpoint judge remove-judge team-ca prune backup restore status doctor verify test test-fast test-native test-docker mutation bench profile lock-image bump-mlflow offline-images clean
+.PHONY: help up down logs team-up team-down user remove-user gateway-endpoint judge remove-judge team-ca prune backup restore usage status doctor verify test test-fast test-native test-docker mutation bench profile lock-image bump-mlflow offline-images clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -93,6 +93,9 @@ backup: ## Back up databases and artifacts into backups/goose-mlflow-<UTC time>.
 
 restore: ## Restore a backup into this stack, which must hold no data (FILE=backups/....tar [FORCE=1] [PRUNE=1])
 	@$(UP) --restore "$(FILE)" $(if $(FORCE),--force) $(if $(PRUNE),--prune)
+
+usage: ## Sessions, replies, tokens and cost per person per day [SINCE=YYYY-MM-DD] [UNTIL=YYYY-MM-DD] [EXPERIMENT=name] [CSV=1]
+	@$(STACK_COMPOSE) run --rm --no-deps migrate python3 scripts/usage.py $(if $(SINCE),--since "$(SINCE)") $(if $(UNTIL),--until "$(UNTIL)") $(if $(EXPERIMENT),--experiment "$(EXPERIMENT)") $(if $(CSV),--csv)
 
 status: $(HOST_STAMP) ## Each service's health, disk use, schema, traces per experiment, the last backup's age
 	@PYTHONPATH=scripts $(HOST_VENV)/bin/python scripts/host/status.py

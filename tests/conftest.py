@@ -82,9 +82,11 @@ class TeamStack:
     def admin_password(self) -> str:
         return self.native.secret("mlflow-admin-password")
 
-    def run_job(self, service: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-        """A one-shot service's command (plus `args`) with its team-mode environment."""
-        return self.native.run_job(service, *args, compose=self.compose, replacements=self.replacements, cwd=cwd)
+    def run_job(self, service: str, *args: str, cwd: Path | None = None,
+                command: list[str] | None = None) -> subprocess.CompletedProcess:
+        """A one-shot service's command (plus `args`), or another `command` in it, with its team-mode environment."""
+        return self.native.run_job(service, *args, compose=self.compose, replacements=self.replacements, cwd=cwd,
+                                   command=command)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,11 @@ the security suite; alice and bob have accounts.
 
 from __future__ import annotations
 
+import csv
+import datetime as dt
 import http.client
+import io
+import json
 import ssl
 import sys
 import uuid
@@ -24,6 +28,7 @@ from harness.project import ComposeProject, clean_copy
 from harness.proxy import otlp_batch_of
 
 pytestmark = pytest.mark.docker
+TODAY = dt.datetime.now(dt.timezone.utc).date().isoformat()
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +87,35 @@ def test_alices_and_bobs_sessions_through_the_proxy_each_name_their_sender(team)
     admin = team.client()
     assert {name: admin.get_trace(trace_id)["trace_info"]["trace_metadata"].get("mlflow.trace.user")
             for name, trace_id in sent.items()} == {"alice": "alice", "bob": "bob"}
+
+
+def usage_total(team, person: str) -> dict[str, str]:
+    """make usage's row of this person's total today (zeros when they sent nothing today)."""
+    result = team.run("make", "usage", "CSV=1", f"SINCE={TODAY}")
+    rows = {row["person"]: row for row in csv.DictReader(io.StringIO(result.stdout)) if row["day"] == "total"}
+    return rows.get(person, {"replies": "0", "input tokens": "0", "output tokens": "0", "cost (USD)": "0"})
+
+
+def test_make_usage_counts_what_each_person_sent_through_the_proxy(team):
+    before = {name: usage_total(team, name) for name in ("alice", "bob")}
+    sent = source_and_emit(team.person_env_file("alice"), f"usage-{uuid.uuid4().hex[:6]}")
+    after = {name: usage_total(team, name) for name in ("alice", "bob")}
+    assert after["bob"] == before["bob"]
+    delta = {key: int(after["alice"][key]) - int(before["alice"][key]) for key in ("replies", "input tokens",
+                                                                                   "output tokens")}
+    # One goose reply, one model call of 321 tokens in and 45 out (harness/otel_emit.py).
+    assert delta == {"replies": 1, "input tokens": 321, "output tokens": 45}
+    cost = json.loads(team.client().get_trace(sent)["trace_info"]["trace_metadata"]["mlflow.trace.cost"])
+    assert float(after["alice"]["cost (USD)"]) - float(before["alice"]["cost (USD)"]) == pytest.approx(
+        cost["total_cost"])
+
+
+def test_make_usage_prints_a_table_of_the_period_and_how_to_ask_for_another(team):
+    source_and_emit(team.person_env_file("bob"), f"usage-{uuid.uuid4().hex[:6]}")
+    lines = team.run("make", "usage", f"SINCE={TODAY}").stdout.splitlines()
+    assert lines[0] == f"Usage {TODAY} to {TODAY} (UTC)"
+    assert any(line.split()[:2] == [TODAY, "bob"] for line in lines)
+    assert lines[-1] == "Another period: make usage SINCE=YYYY-MM-DD UNTIL=YYYY-MM-DD"
 
 
 def test_bob_claiming_to_be_alice_through_the_proxy_is_recorded_as_bob(team):
