@@ -19,6 +19,9 @@ STAMP := $(VENV)/.installed-requirements
 # The host commands (scripts/host/) need only the Docker SDK: a small venv of their own.
 HOST_VENV := .venv-host
 HOST_STAMP := $(HOST_VENV)/.installed-requirements
+# The tests on TEST_WORKERS workers, each test file whole on one (tests/conftest.py groups them).
+TEST_WORKERS ?= 2
+PYTEST = $(VENV)/bin/python -m pytest --numprocesses $(TEST_WORKERS) --dist loadgroup
 # The tools that measure the stack import its commands and the development harness (harness/).
 TOOLS := PYTHONPATH=scripts:scripts/host:.:bench $(VENV)/bin/python
 # The locks are resolved with the overrides and installed as they are, with
@@ -107,16 +110,16 @@ verify: ## Send one goose-shaped session through .env (or ENV_FILE=users/alice.e
 	$(PYTHON) scripts/verify.py $(if $(ENV_FILE),--env-file "$(ENV_FILE)")
 
 test: $(STAMP) ## Create .venv and run every test (Docker ones when an engine answers)
-	$(VENV)/bin/python -m pytest
+	$(PYTEST)
 
 test-fast: $(STAMP) ## The inner loop: the tests that start nothing (no PostgreSQL, MLflow, Caddy or Docker)
-	$(VENV)/bin/python -m pytest -m "not native and not docker"
+	$(PYTEST) -m "not native and not docker"
 
 test-native: $(STAMP) ## The tests that start PostgreSQL, MLflow, Caddy or goose on this machine
-	$(VENV)/bin/python -m pytest -m native
+	$(PYTEST) -m native
 
 test-docker: $(STAMP) ## The tests that run the real compose files under the Docker engine
-	$(VENV)/bin/python -m pytest -m docker
+	$(PYTEST) -m docker
 
 mutation: $(STAMP) ## Mutation testing of scripts/ (slow, not in CI): the share of planted bugs the tests catch
 	$(VENV)/bin/python tests/mutation/report.py $(MUTATION_ARGS)

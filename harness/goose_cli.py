@@ -42,7 +42,7 @@ def goose_binary() -> Path:
                              "to download it again")
     target = CACHE / "bin" / "goose"
     target.parent.mkdir(exist_ok=True)
-    partial = target.with_suffix(".partial")
+    partial = target.with_suffix(f".{os.getpid()}.partial")  # two test workers may extract it at once
     with tarfile.open(tarball) as tar:
         executable = tar.extractfile("package/bin/goose")
         assert executable is not None, f"{PACKAGE} holds no package/bin/goose"
