@@ -19,9 +19,7 @@ STAMP := $(VENV)/.installed-requirements
 # The host commands (scripts/host/) need only the Docker SDK: a small venv of their own.
 HOST_VENV := .venv-host
 HOST_STAMP := $(HOST_VENV)/.installed-requirements
-# The tests on TEST_WORKERS workers, each test file whole on one (tests/conftest.py groups them).
-TEST_WORKERS ?= 2
-PYTEST = $(VENV)/bin/python -m pytest --numprocesses $(TEST_WORKERS) --dist loadgroup
+PYTEST = $(VENV)/bin/python -m pytest
 # The tools that measure the stack import its commands and the development harness (harness/).
 TOOLS := PYTHONPATH=scripts:scripts/host:.:bench $(VENV)/bin/python
 # The locks are resolved with the overrides and installed as they are, with
@@ -112,8 +110,8 @@ verify: ## Send one goose-shaped session through .env (or ENV_FILE=users/alice.e
 test: $(STAMP) ## Create .venv and run every test (Docker ones when an engine answers)
 	$(PYTEST)
 
-test-fast: $(STAMP) ## The inner loop: the tests that start nothing (no PostgreSQL, MLflow, Caddy or Docker)
-	$(PYTEST) -m "not native and not docker"
+test-fast: $(STAMP) ## The inner loop: the tests that start nothing (no PostgreSQL, MLflow, Caddy or Docker), on two workers
+	$(PYTEST) --numprocesses 2 -m "not native and not docker"
 
 test-native: $(STAMP) ## The tests that start PostgreSQL, MLflow, Caddy or goose on this machine
 	$(PYTEST) -m native

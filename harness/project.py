@@ -237,6 +237,18 @@ class ComposeProject:
                   "['Body'].read()).hexdigest() for key, _ in bucket.objects()}))")
         return json.loads(self.exec("mlflow", "docker-entrypoint.sh", "python3", "-c", script))
 
+    def bucket_text(self) -> str:
+        """Every object of the bucket, its key and body, as one text (bytes read as latin-1: nothing is lost)."""
+        script = ("import sys; sys.path.insert(0, 'scripts'); from lib import store; "
+                  "bucket = store.artifact_bucket(); s3 = bucket.client(); "
+                  "[print(key, s3.get_object(Bucket=bucket.name, Key=bucket.prefix + key)['Body'].read()"
+                  ".decode('latin-1')) for key, _ in bucket.objects()]")
+        return self.exec("mlflow", "docker-entrypoint.sh", "python3", "-c", script)
+
+    def database_dump(self, database: str = "mlflow") -> str:
+        """The whole database as SQL text (pg_dump in the postgres container, as the superuser)."""
+        return self.exec("postgres", "pg_dump", "-U", "postgres", database)
+
     def secret(self, name: str) -> str:
         """A generated credential, copied out of the secrets volume through the (exited) credentials job,
         the one container that mounts all of it."""

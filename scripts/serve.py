@@ -5,7 +5,8 @@ Everything `mlflow server` does stays MLflow's (its options, the auth
 bootstrap of --app-name basic-auth, its workers and job runner); one step
 changes: where it would start uvicorn on its app, uvicorn starts
 lib.ingest:create_app, which serves that same app behind the ingest layer
-(every span names the account that sent it). MLflow's private
+(every span names the account that sent it, and loses its credentials
+unless REDACTION=off). MLflow's private
 _build_uvicorn_command is that step: tests/test_native_attribution.py fails
 if a release changes it.
 """
@@ -17,7 +18,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from lib.ingest import WRAPPED_APP
+from lib import redact
+from lib.errors import StackError, run_command
+from lib.ingest import WRAPPED_APP, tally_directory
 
 SCRIPTS = Path(__file__).resolve().parent
 INGEST_FACTORY = "lib.ingest:create_app"
@@ -40,10 +43,27 @@ def importable_in_workers() -> None:
     os.environ["PYTHONPATH"] = os.pathsep.join([*paths, str(SCRIPTS)])
 
 
+def check_redaction_settings() -> None:
+    """REDACTION and REDACTION_PATTERNS as each worker will read them: a bad one stops the server here, in one line."""
+    try:
+        redact.from_settings(dict(os.environ))
+    except ValueError as exc:
+        raise StackError(str(exc)) from None
+
+
+def forget_old_tallies() -> None:
+    """make status counts what redaction did since this server started: a restarted container's old tallies go."""
+    for path in tally_directory().glob("*.json"):
+        path.unlink(missing_ok=True)
+
+
 def main(argv: list[str]) -> int:
     import mlflow.server
     from mlflow.cli import cli
 
+    if run_command("serve", check_redaction_settings):
+        return 1
+    forget_old_tallies()
     importable_in_workers()
     mlflow.server._build_uvicorn_command = behind_ingest(mlflow.server._build_uvicorn_command)
     return cli.main(args=["server", *argv], prog_name="mlflow", standalone_mode=True) or 0

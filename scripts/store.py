@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
 """The stores' facts as JSON, for make status and make doctor, which run it inside the mlflow container (it holds
 the stores' credentials): each database's schema against the image's, traces per experiment, the judges started,
-whether the bucket answers. The stores themselves are lib/store.py's.
+whether the bucket answers, and what redaction did since the server started. The stores themselves are
+lib/store.py's.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
+from lib import redact
 from lib.errors import StackError, run_command
+from lib.ingest import read_tallies, tally_directory
 from lib.store import (Bucket, artifact_bucket, databases, image_head, one_line_errors, schema_revision,
                        started_judges, traces_per_experiment)
 
@@ -25,6 +29,12 @@ def bucket_facts(bucket: Bucket) -> dict:
     return {"name": bucket.name, "error": None}
 
 
+def redaction_facts() -> dict:
+    """REDACTION as this server runs with it, and what redaction did since it started (every worker's tally)."""
+    mode = (os.environ.get(redact.OFF_SETTING) or "on").strip().lower()
+    return {"mode": mode, **read_tallies(tally_directory()).as_dict()}
+
+
 def facts() -> dict:
     """What `make status` and `make doctor` read of the stores: each database's schema against the image's,
     traces per (active) experiment, the judges started on them, and whether the bucket answers."""
@@ -36,7 +46,7 @@ def facts() -> dict:
                                     for id_, name, traces, newest in traces_per_experiment(database)]
             entry["started_judges"] = started_judges(database)
         found[database.kind] = entry
-    return {"databases": found, "bucket": bucket_facts(artifact_bucket())}
+    return {"databases": found, "bucket": bucket_facts(artifact_bucket()), "redaction": redaction_facts()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,19 +26,12 @@ from harness.tripwire import Tripwire
 # The fixtures that start real programs on this machine (PostgreSQL, MLflow, Caddy, goose): a test asking
 # for one is a native test, which `make test-fast` leaves out.
 NATIVE_FIXTURES = frozenset({"native_stack", "bootstrapped", "team_stack", "native_proxy", "goose"})
-# make test runs on two workers (pytest-xdist, --dist loadgroup), each test file whole on one of them so
-# its module fixtures start once. These files share the session's Docker deployments (local_stack,
-# team_deployment): they run on one worker, which starts each deployment once.
-SHARED_DEPLOYMENTS = frozenset({"test_docker_browser.py", "test_docker_doctor.py", "test_docker_evaluation.py",
-                                "test_docker_security.py", "test_docker_team.py"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if NATIVE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.native)
-        name = item.path.name
-        item.add_marker(pytest.mark.xdist_group("shared-deployments" if name in SHARED_DEPLOYMENTS else name))
 
 
 @pytest.fixture(scope="session")

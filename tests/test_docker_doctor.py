@@ -24,7 +24,7 @@ from harness.project import ComposeProject
 
 pytestmark = pytest.mark.docker
 
-CHECKS = ("docker", "services", "port", "host", "bucket", "experiment", "evaluation", "goose", "goose-cli")
+CHECKS = ("docker", "services", "port", "host", "bucket", "experiment", "evaluation", "redaction", "goose", "goose-cli")
 
 
 @pytest.fixture(scope="module")

@@ -212,6 +212,7 @@ def test_make_status_shows_health_disk_schema_traces_and_the_last_backup(local):
     assert f"experiment {experiment} goose-traces: {traces} traces, newest " in output
     newest = max((local.directory / "backups").glob("goose-mlflow-*.tar"), key=lambda path: path.stat().st_mtime)
     assert f"backups/{newest.name}: " in output
+    assert "\nRedaction:\n  on: " in output and "\n  0 values stored unscanned (bytes that are not text)\n" in output
     assert output.rstrip().splitlines()[-1].startswith("Next: ")
 
 

@@ -15,15 +15,16 @@ import uuid
 
 import pytest
 
-from lib import envfile
+from lib import envfile, otlp
 from harness import bare_client, guide
+from harness.fake_credentials import capture_content, credentials, in_context, look_alikes
 from harness.commands import bare_client_round_trip, client_env, experiment_id_in, source_and_emit
 from harness.project import ComposeProject, clean_copy, image_files, require_engine
 
 from lib.mlflow_api import MlflowApiError
 from credentials import SECRETS
 from test_compose_policy import MLFLOW_VERSION
-from test_dependencies import MISSING_BY_DESIGN, mlflow_installation
+from test_dependencies import JOB_FOLDERS, MISSING_BY_DESIGN, mlflow_installation
 
 pytestmark = pytest.mark.docker
 
@@ -53,11 +54,13 @@ def test_make_up_brings_every_service_up_healthy(docker_stack):
         assert states[name][0] == "exited" and states[name][2] == 0, states
 
 
-def test_the_image_carries_only_the_stacks_commands(docker_stack):
+def test_the_image_carries_only_the_stacks_commands_and_the_services_jobs(docker_stack):
     image = docker_stack.container("mlflow").image.tags[0]
-    scripts = docker_stack.directory / "scripts"
-    commands = {f"stack/scripts/{path.relative_to(scripts)}" for path in [*scripts.glob("*.py"), *scripts.glob("lib/*.py")]}
-    assert set(image_files(image, "/opt/stack")) == commands | {"stack/constraints.txt"}
+    root = docker_stack.directory
+    code = [*root.glob("scripts/*.py"), *root.glob("scripts/lib/*.py"), *(path for folder in JOB_FOLDERS
+                                                                       for path in root.glob(f"{folder}/*.py"))]
+    assert set(image_files(image, "/opt/stack")) == {f"stack/{path.relative_to(root)}" for path in code} | {
+        "stack/constraints.txt"}
 
 
 def test_every_file_of_mlflow_in_the_image_is_the_pinned_releases(docker_stack):
@@ -147,6 +150,48 @@ def test_each_container_holds_only_the_credentials_it_reads(docker_stack):
     assert docker_stack.exec("mlflow", "ls", "/run/secrets/stack").split() == [
         "minio-root-password", "minio-root-user", "mlflow-db-password", "mlflow-kek-passphrase"]
     assert docker_stack.exec("postgres", "ls", "/run/secrets/stack").split() == ["postgres-password"]
+
+
+@pytest.fixture(scope="module")
+def captured(docker_stack):
+    """A goose session with content capture, a credential of every kind and look-alikes in it, sent to .env's
+    endpoint; an artifact logged beside it, so the bucket is scanned with something in it."""
+    found, alike = credentials(), look_alikes()
+    spans = otlp.goose_session(f"captured-{uuid.uuid4().hex[:8]}")
+    capture_content(spans, [*in_context(found).values(), *alike.values()])
+    status, _ = otlp.export(docker_stack.url + "/v1/traces", otlp.encode_export_request(
+        spans, {"service.name": "goose"}), {"x-mlflow-experiment-id": experiment_id_in(docker_stack.env_file)})
+    assert status == 200
+    assert bare_client_round_trip(client_env(docker_stack.url))["read_back"] == bare_client.TEXT
+    return {"credentials": found, "look_alikes": alike, "trace_id": "tr-" + spans[0].trace_id.hex(), "spans": spans}
+
+
+def leaked(found: dict[str, str], text: str) -> list[str]:
+    """The kinds of which any line is in `text` (a private key's lines each on their own)."""
+    return [kind for kind, secret in found.items() if any(line in text for line in secret.splitlines())]
+
+
+def test_no_credential_of_a_captured_session_is_in_the_database_the_bucket_or_a_log(docker_stack, captured):
+    found = captured["credentials"]
+    assert leaked(found, docker_stack.database_dump()) == []
+    assert leaked(found, docker_stack.bucket_text()) == []
+    assert leaked(found, docker_stack.logs()) == []
+
+
+def test_a_captured_sessions_spans_ids_and_hashes_are_stored_whole(docker_stack, captured):
+    dump = docker_stack.database_dump()
+    assert [name for name, value in captured["look_alikes"].items() if value not in dump] == []
+    stored = docker_stack.client().get_trace(captured["trace_id"])
+    assert sorted(span["name"] for span in stored["spans"]) == sorted(span.name for span in captured["spans"])
+    assert "[REDACTED:github-token]" in json.dumps(stored)
+
+
+def test_make_status_counts_the_credentials_replaced(docker_stack, captured):
+    lines = docker_stack.run("make", "status").stdout.splitlines()
+    redaction = lines[lines.index("Redaction:") + 1:lines.index("Redaction:") + 3]
+    # Each of the 11 lines sits in a tool's arguments and result and in two messages of each model call.
+    assert redaction[0].startswith("  on: 66 credentials replaced since mlflow started (anthropic-key 6, ")
+    assert redaction[1] == "  0 values stored unscanned (bytes that are not text)"
 
 
 def wait_healthy(deployment: ComposeProject, timeout: float = 180) -> None:

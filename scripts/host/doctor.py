@@ -316,6 +316,19 @@ def check_evaluation(doctor: Doctor) -> str:
     return f"EVALUATION={switch}; no judge started"
 
 
+def check_redaction(doctor: Doctor) -> str:
+    """Which redaction is in force: what the mlflow container runs with (docs/security.md)."""
+    mlflow = running(doctor.containers, "mlflow")
+    if mlflow is None:
+        raise NotChecked("mlflow is not running")
+    env = container_env(mlflow)
+    if (env.get("REDACTION") or "on").strip().lower() == "off":
+        return "REDACTION=off: credentials in spans are stored as sent"
+    own = len((env.get("REDACTION_PATTERNS") or "").split())
+    return ("REDACTION=on: credentials in spans are replaced before they are stored"
+            + (f", with {own} pattern{'s' if own != 1 else ''} of REDACTION_PATTERNS" if own else ""))
+
+
 def check_goose_env(doctor: Doctor) -> str | list[str]:
     """What goose would read after `source FILE` in this shell (aaif-goose/goose crates/goose/src/otel/otlp.rs)."""
     if doctor.env_file is None and doctor.team:
@@ -391,6 +404,7 @@ CHECKS: list[tuple[str, Check, bool]] = [
     ("bucket", check_bucket, True),
     ("experiment", check_experiment, True),
     ("evaluation", check_evaluation, True),
+    ("redaction", check_redaction, True),
     ("goose", check_goose_env, True),
     ("goose-cli", check_goose_cli, True),
 ]

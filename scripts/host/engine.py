@@ -56,7 +56,7 @@ def store_facts(containers: list[Container]) -> dict:
         lines = (stderr or b"").decode("utf-8", "replace").strip().splitlines() or [f"exit {code}"]
         raise StackError(lines[-1])
     facts = json.loads(stdout)
-    if not {"databases", "bucket"} <= set(facts):
+    if not {"databases", "bucket", "redaction"} <= set(facts):
         # scripts/ of the checkout changed after the image was built (a git pull without make up).
         raise StackError("mlflow runs an image older than this checkout: make up rebuilds it")
     return facts

@@ -72,6 +72,20 @@ def database_lines(containers: list[Container], now: float) -> list[str]:
     return lines
 
 
+def redaction_lines(containers: list[Container]) -> list[str]:
+    """Whether credentials are redacted, how many since mlflow started, and the values it could not scan."""
+    try:
+        found = store_facts(containers)["redaction"]
+    except StackError as exc:
+        return [f"  unavailable: {exc}"]
+    if found["mode"] == "off":
+        return ["  off (REDACTION=off): credentials in spans are stored as sent"]
+    kinds = ", ".join(f"{kind} {count}" for kind, count in found["redacted"].items())
+    return [f"  on: {sum(found['redacted'].values())} credentials replaced since mlflow started"
+            + (f" ({kinds})" if kinds else ""),
+            f"  {found['unscanned']} values stored unscanned (bytes that are not text)"]
+
+
 def backup_line(directory: Path, now: float) -> str:
     backups = sorted(directory.glob("goose-mlflow-*.tar"), key=lambda path: path.stat().st_mtime)
     if not backups:
@@ -103,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     print("Services:", *service_lines(containers), sep="\n")
     print("Volumes:", *volume_lines(engine, project), sep="\n")
     print("Databases:", *database_lines(containers, now), sep="\n")
+    print("Redaction:", *redaction_lines(containers), sep="\n")
     print("Last backup:", backup_line(directory / "backups", now), sep="\n")
     print("\nNext: make logs follows every service; make backup takes a backup now")
     return 0

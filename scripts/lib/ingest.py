@@ -1,4 +1,4 @@
-"""OTLP ingest as the stack stores it: every span names the account that sent it.
+"""OTLP ingest as the stack stores it: every span names the account that sent it, and no credential is stored.
 
 MLflow fills a trace's user (`mlflow.trace.user`: the Traces tab's User
 column and its filter) from the first span attribute `user.id` it stores
@@ -11,6 +11,12 @@ the request's Basic credentials. MLflow's auth layer, behind this one,
 still checks the password: a request whose credentials fail never reaches
 the store. Without credentials (local mode) spans carry no `user.id`.
 
+Then every text a span carries (its name, status message, attributes,
+events and links, and its scope's and resource's attributes, nested
+values included) has its credentials replaced by a marker naming their
+kind (lib/redact.py), unless REDACTION=off. A bytes value that is not
+UTF-8 text cannot be scanned: it is stored as it came and counted.
+
 The body is read as MLflow reads it (its own decompression and JSON
 mapping), and handed on as protobuf; one MLflow cannot parse is handed on
 as it came, for MLflow to refuse. Every other request passes untouched.
@@ -20,14 +26,20 @@ from __future__ import annotations
 
 import base64
 import importlib
+import json
 import os
 from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
 from typing import Any
+
+from lib import redact
 
 WRAPPED_APP = "STACK_WRAPPED_APP"  # the app this layer wraps, as uvicorn names it ("module:attr", "()" for a factory)
 OTLP_PATH = "/v1/traces"
 USER_KEY = "user.id"
 PROTOBUF = "application/x-protobuf"
+TALLY_DIR_SETTING = "REDACTION_TALLY_DIR"
+DEFAULT_TALLY_DIR = "/tmp/redaction"
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -91,6 +103,120 @@ def stamp_user(request, user: str | None) -> None:
                     span.attributes.add(key=USER_KEY).value.string_value = user
 
 
+class Tally:
+    """What redaction did: credentials replaced, by kind, and values it could not scan (never a value)."""
+
+    def __init__(self, redacted: dict[str, int] | None = None, unscanned: int = 0) -> None:
+        self.redacted: dict[str, int] = dict(redacted or {})
+        self.unscanned = unscanned
+
+    def add(self, kinds: list[str]) -> None:
+        for kind in kinds:
+            self.redacted[kind] = self.redacted.get(kind, 0) + 1
+
+    def merge(self, other: Tally) -> None:
+        for kind, count in other.redacted.items():
+            self.redacted[kind] = self.redacted.get(kind, 0) + count
+        self.unscanned += other.unscanned
+
+    def __bool__(self) -> bool:
+        return bool(self.redacted or self.unscanned)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"redacted": dict(sorted(self.redacted.items())), "unscanned": self.unscanned}
+
+
+def tally_directory() -> Path:
+    """Where each server worker keeps its tally since the server started (the container's own /tmp)."""
+    return Path(os.environ.get(TALLY_DIR_SETTING) or DEFAULT_TALLY_DIR)
+
+
+class WorkerTally:
+    """This worker's tally since it started, in TALLY_DIR/<pid>.json, rewritten whenever it grows."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / f"{os.getpid()}.json"
+        self.total = Tally()
+
+    def record(self, tally: Tally) -> None:
+        if not tally:
+            return
+        self.total.merge(tally)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_suffix(".partial")
+        partial.write_text(json.dumps(self.total.as_dict()))
+        partial.replace(self.path)
+
+
+def read_tallies(directory: Path) -> Tally:
+    """Every worker's tally since the server started, summed (make status)."""
+    total = Tally()
+    for path in sorted(directory.glob("*.json")):
+        try:
+            found = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        total.merge(Tally(found.get("redacted"), found.get("unscanned", 0)))
+    return total
+
+
+def _redact_value(value, redactor: redact.Redactor, tally: Tally) -> None:
+    """An OTLP AnyValue, in place: its text, and every value an array or key-value list holds."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        text, found = redactor.redact(value.string_value)
+        if found:
+            value.string_value = text
+            tally.add(found)
+    elif kind == "bytes_value":
+        try:
+            decoded = value.bytes_value.decode("utf-8")
+        except UnicodeDecodeError:
+            tally.unscanned += 1
+            return
+        text, found = redactor.redact(decoded)
+        if found:
+            value.bytes_value = text.encode("utf-8")
+            tally.add(found)
+    elif kind == "array_value":
+        for item in value.array_value.values:
+            _redact_value(item, redactor, tally)
+    elif kind == "kvlist_value":
+        for item in value.kvlist_value.values:
+            _redact_value(item.value, redactor, tally)
+
+
+def _redact_attributes(attributes, redactor: redact.Redactor, tally: Tally) -> None:
+    for attribute in attributes:
+        _redact_value(attribute.value, redactor, tally)
+
+
+def _redact_text(owner, field: str, redactor: redact.Redactor, tally: Tally) -> None:
+    text, found = redactor.redact(getattr(owner, field))
+    if found:
+        setattr(owner, field, text)
+        tally.add(found)
+
+
+def redact_request(request, redactor: redact.Redactor) -> Tally:
+    """Every text of every span in the export, with its credentials replaced (lib/redact.py)."""
+    tally = Tally()
+    for resource_spans in request.resource_spans:
+        _redact_attributes(resource_spans.resource.attributes, redactor, tally)
+        for scope_spans in resource_spans.scope_spans:
+            _redact_attributes(scope_spans.scope.attributes, redactor, tally)
+            for span in scope_spans.spans:
+                _redact_text(span, "name", redactor, tally)
+                _redact_text(span.status, "message", redactor, tally)
+                _redact_attributes(span.attributes, redactor, tally)
+                for event in span.events:
+                    _redact_text(event, "name", redactor, tally)
+                    _redact_attributes(event.attributes, redactor, tally)
+                for link in span.links:
+                    _redact_attributes(link.attributes, redactor, tally)
+    return tally
+
+
 def header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", []):
         if key.lower() == name:
@@ -134,8 +260,10 @@ def replaying(body: bytes, receive: Receive) -> Receive:
 class Ingest:
     """The ASGI layer: POST /v1/traces rewritten, everything else as it came."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, redactor: redact.Redactor | None, tally: WorkerTally) -> None:
         self.app = app
+        self.redactor = redactor
+        self.tally = tally
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != OTLP_PATH:
@@ -150,6 +278,8 @@ class Ingest:
             await self.app(scope, replaying(body, receive), send)
             return
         stamp_user(request, basic_user(header(scope, b"authorization")))
+        if self.redactor is not None:
+            self.tally.record(redact_request(request, self.redactor))
         body = request.SerializeToString()
         await self.app(with_protobuf_body(scope, len(body)), replaying(body, receive), send)
 
@@ -163,6 +293,6 @@ def wrapped_app() -> ASGIApp:
 
 
 def create_app() -> Ingest:
-    """uvicorn's factory in each server worker."""
-    return Ingest(wrapped_app())
+    """uvicorn's factory in each server worker: the redaction the settings ask for (checked by serve.py)."""
+    return Ingest(wrapped_app(), redact.from_settings(dict(os.environ)), WorkerTally(tally_directory()))
 
