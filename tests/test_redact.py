@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+import string
 
 import pytest
 
@@ -91,3 +93,57 @@ def test_redaction_is_on_unless_the_setting_says_off():
 def test_a_redaction_setting_other_than_on_or_off_is_refused():
     with pytest.raises(ValueError, match="REDACTION=maybe is neither on nor off"):
         redact.from_settings({"REDACTION": "maybe"})
+
+
+def _token(length: int) -> str:
+    """Random letters and digits, the same for the same length (so a case's text and secret agree)."""
+    rng = random.Random(length)
+    return "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(length - 2)) + "7q"
+
+
+# Formats a review found slipping through, in part or whole: each must lose every character of its credential.
+@pytest.mark.parametrize("text, secret, kind", [
+    ("STRIPE_SECRET_KEY=sk_live_51" + _token(99), "sk_live_51" + _token(99), "stripe-key"),
+    ("key sk_test_" + _token(30), "sk_test_" + _token(30), "stripe-key"),
+    ("token ghs_" + _token(40), "ghs_" + _token(40), "github-token"),
+    ("token github_pat_" + _token(60), "github_pat_" + _token(60), "github-token"),
+    ("glpat-" + _token(55), "glpat-" + _token(55), "gitlab-token"),
+    ("legacy sk-" + _token(48), "sk-" + _token(48), "openai-key"),
+    ("JWT eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0." + _token(43), "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0." + _token(43), "jwt"),
+    ("export OTEL_EXPORTER_OTLP_HEADERS=x-mlflow-experiment-id=1,Authorization=Basic%20YWxpY2U6" + _token(40),
+     "YWxpY2U6" + _token(40), "basic-auth"),
+    ("curl -H 'Authorization: Basic ZGVwbG95Om" + _token(20) + "=='", "ZGVwbG95Om" + _token(20) + "==", "basic-auth"),
+    ("curl -u deploy:" + _token(14) + " https://x.example", _token(14), "basic-auth"),
+    ("redis://:" + _token(16) + "@cache:6379/0", _token(16), "password-in-url"),
+    ("postgresql://app:" + _token(10) + "!x$@db/app", _token(10) + "!x$", "password-in-url"),
+    ("-----BEGIN ENCRYPTED PRIVATE KEY-----\n" + _token(64) + "\n-----END ENCRYPTED PRIVATE KEY-----", _token(64),
+     "private-key"),
+    ("Authorization: Bearer " + _token(32) + "==", _token(32) + "==", "bearer-token"),
+    ("//registry.npmjs.org/:_authToken=npm_" + _token(36), "npm_" + _token(36), "npm-token"),
+    ('DB_PASSWORD="correct horse battery staple"', "correct horse battery staple", "env-secret"),
+    ('  "password": "' + _token(12) + '",', _token(12), "env-secret"),
+    ("DB_PASS=" + _token(12), _token(12), "env-secret"),
+    ("DB_PASSWD=" + _token(12), _token(12), "env-secret"),
+    ("api_token: " + _token(12), _token(12), "env-secret"),
+])
+def test_a_credential_in_each_format_is_replaced_whole(text, secret, kind):
+    redacted, found = REDACTOR.redact(text)
+    assert found == [kind] and secret not in redacted and f"[REDACTED:{kind}]" in redacted
+
+
+def test_a_credential_in_captured_json_leaves_the_json_around_it_whole():
+    npm = json.dumps({"o": "//registry.npmjs.org/:_authToken=npm_" + _token(36) + "\nnext line", "exit": 0})
+    cut = json.dumps({"out": "-----BEGIN RSA PRIVATE KEY-----\n" + _token(64) + "\n(truncated)", "exit": 0})
+    assert json.loads(REDACTOR.redact(npm)[0]) == {"o": "//registry.npmjs.org/:_authToken=[REDACTED:npm-token]\nnext line",
+                                                   "exit": 0}
+    assert json.loads(REDACTOR.redact(cut)[0]) == {"out": "[REDACTED:private-key](truncated)", "exit": 0}
+
+
+@pytest.mark.parametrize("text", [
+    "max_tokens: 4096", "GOOSE_MAX_TOKENS=8192", "TOKENIZERS_PARALLELISM=false", "keys = []",
+    "token = get_token(session)", '    api_key = os.environ["OPENAI_API_KEY"]', "SSH_KEY_PATH=/root/.ssh/id_ed25519",
+    "sort_keys: true", "Password: (none set)", "Use bearer authentication for the API.",
+    "at io.OpenTelemetrySpanExporter.export.processBatchOfSpansInBackground(Unknown Source)",
+    "0123456789abcdef0123456789abcdef-us1", "DEBUG=true", "API_KEY=none"])
+def test_config_and_code_that_only_name_a_secret_are_kept(text):
+    assert REDACTOR.redact(text) == (text, [])

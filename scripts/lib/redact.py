@@ -25,18 +25,13 @@ from dataclasses import dataclass
 from detect_secrets.plugins.aws import AWSKeyDetector
 from detect_secrets.plugins.azure_storage_key import AzureStorageKeyDetector
 from detect_secrets.plugins.basic_auth import BasicAuthDetector
-from detect_secrets.plugins.discord import DiscordBotTokenDetector
 from detect_secrets.plugins.github_token import GitHubTokenDetector
 from detect_secrets.plugins.gitlab_token import GitLabTokenDetector
-from detect_secrets.plugins.mailchimp import MailchimpDetector
-from detect_secrets.plugins.npm import NpmDetector
-from detect_secrets.plugins.openai import OpenAIDetector
 from detect_secrets.plugins.private_key import PrivateKeyDetector
 from detect_secrets.plugins.pypi_token import PypiTokenDetector
 from detect_secrets.plugins.sendgrid import SendGridDetector
 from detect_secrets.plugins.slack import SlackDetector
 from detect_secrets.plugins.square_oauth import SquareOAuthDetector
-from detect_secrets.plugins.stripe import StripeDetector
 
 SETTING = "REDACTION_PATTERNS"
 OFF_SETTING = "REDACTION"
@@ -59,41 +54,69 @@ def library(kind: str, detector: type, group: int = 0, only: Iterable[int] | Non
 
 # A line start, or a line break JSON escaped (`\n` as two characters), before a `.env` line.
 _LINE = r"(?:^|(?<=\\n)|(?<=\n)|(?<=\\r))"
-# What ends a value: whitespace, a quote, or the backslash of an escaped line break or quote.
-_VALUE = r"[^\s\"'\\]+"
-_PEM_NAMES = "|".join(re.escape(pattern.pattern.removeprefix("BEGIN "))
-                      for pattern in PrivateKeyDetector.denylist if pattern.pattern.startswith("BEGIN "))
+# A token's own characters: a match may not start or end inside a longer run of them (random base64 is one).
+_TOKEN = r"A-Za-z0-9_-"
+# Names of a PEM private key block: detect-secrets' list, and encrypted PKCS#8.
+_PEM_NAMES = "|".join([*(re.escape(pattern.pattern.removeprefix("BEGIN "))
+                         for pattern in PrivateKeyDetector.denylist if pattern.pattern.startswith("BEGIN ")),
+                       "ENCRYPTED PRIVATE KEY"])
+# A PEM body: base64, headers (Proc-Type: 4,ENCRYPTED), line breaks, also JSON-escaped ones.
+_PEM_BODY = r"(?:\\[nr]|[\sA-Za-z0-9+/=:,.-])"
+# A key that says secret, token, password or key, as its last word (`DB_PASSWORD`, `api_key`; not `max_tokens`).
+_SECRET_KEY = r"[A-Za-z0-9_.-]{0,64}?(?:secret|token|passw(?:or)?d|pass|pwd|key|credentials?|auth)"
+# A key may be quoted, as in JSON or YAML (`"password": "..."`), the quotes JSON-escaped or not.
+_QUOTE = r"(?:\\?[\"'])?"
+# A value: not a word of code or config (a call, an index, true/false), at least 4 characters.
+_NOT_A_WORD = r"(?!(?:true|false|null|none|yes|no)\b)"
 
 BUILT_IN: tuple[Pattern, ...] = (
-    # Longest first where kinds overlap: a whole PEM block before anything inside it.
-    Pattern("private-key", re.compile(rf"-----BEGIN (?:{_PEM_NAMES})-----.*?(?:-----END [A-Z0-9 ]+-----|$)",
-                                      re.DOTALL)),
+    # Longest first where kinds overlap: a whole PEM block before anything inside it. Without its END line
+    # (cut short), the block's body to where the base64 stops.
+    Pattern("private-key", re.compile(rf"-----BEGIN (?:{_PEM_NAMES})-----(?:{_PEM_BODY}*?-----END [A-Z0-9 ]+-----"
+                                      rf"|{_PEM_BODY}*+)")),
     *library("aws-access-key", AWSKeyDetector, only=[0]),
     Pattern("aws-secret-key", re.compile(r"aws_?secret_?access_?key[\"']?\s*[=:]\s*[\"']?([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])",
                                          re.IGNORECASE), 1),
     *library("aws-secret-key", AWSKeyDetector, group=1, only=[1]),
+    # detect-secrets' GitHub and GitLab patterns cap the length; tokens as long or longer, whole.
+    Pattern("github-token", re.compile(rf"(?<![{_TOKEN}])(?:gh[pousr]_[A-Za-z0-9_]{{36,255}}|github_pat_[A-Za-z0-9_]{{22,255}})"
+                                       rf"(?![{_TOKEN}])")),
     *library("github-token", GitHubTokenDetector),
-    Pattern("github-token", re.compile(r"github_pat_[A-Za-z0-9_]{22,255}")),
+    Pattern("gitlab-token", re.compile(r"(?<![A-Za-z0-9_-])glpat-[A-Za-z0-9_-]{20,}")),
     *library("gitlab-token", GitLabTokenDetector),
-    Pattern("anthropic-key", re.compile(r"sk-ant-[a-z0-9]+-[A-Za-z0-9_-]{20,}")),
-    *library("openai-key", OpenAIDetector),
-    Pattern("openai-key", re.compile(r"sk-(?:proj|svcacct|admin|None)-[A-Za-z0-9_-]{20,}|\bsk-[A-Za-z0-9]{48}\b")),
-    Pattern("google-api-key", re.compile(r"AIza[0-9A-Za-z_-]{35}")),
-    Pattern("jwt", re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")),
+    Pattern("anthropic-key", re.compile(r"sk-ant-[a-z0-9]+-[A-Za-z0-9_-]{20,}+")),
+    # OpenAI's keys, old and new (detect-secrets' pattern knows only the old, and backtracks on long runs).
+    Pattern("openai-key", re.compile(rf"(?<![{_TOKEN}])sk-(?:(?:proj|svcacct|admin|None)-[A-Za-z0-9_-]{{20,}}+"
+                                     rf"|[A-Za-z0-9]{{48}}(?![{_TOKEN}]))")),
+    Pattern("google-api-key", re.compile(rf"(?<![{_TOKEN}])AIza[0-9A-Za-z_-]{{35}}(?![{_TOKEN}])")),
+    Pattern("jwt", re.compile(rf"(?<![{_TOKEN}])eyJ[{_TOKEN}]{{5,}}+\.eyJ[{_TOKEN}]{{5,}}+\.[{_TOKEN}]*+")),
     *library("pypi-token", PypiTokenDetector),
-    *library("npm-token", NpmDetector, group=1),
+    # npm's `_authToken=` (detect-secrets' pattern runs to the line's end, inside captured JSON its end).
+    Pattern("npm-token", re.compile(r":_authToken=\s*([^\s\"'\\]++)"), 1),
     *library("slack-token", SlackDetector),
-    *library("stripe-key", StripeDetector),
+    # Stripe's keys are longer than detect-secrets' pattern: the whole key.
+    Pattern("stripe-key", re.compile(rf"(?<![{_TOKEN}])[rs]k_(?:live|test)_[0-9A-Za-z]{{24,}}+")),
     *library("sendgrid-key", SendGridDetector),
     *library("square-secret", SquareOAuthDetector),
     *library("azure-storage-key", AzureStorageKeyDetector),
-    *library("discord-token", DiscordBotTokenDetector),
-    *library("mailchimp-key", MailchimpDetector),
     *library("password-in-url", BasicAuthDetector, group=1),
-    Pattern("bearer-token", re.compile(r"\bbearer\s+([A-Za-z0-9._~+/-]{8,}=*)", re.IGNORECASE), 1),
+    # Any userinfo password, also with characters detect-secrets leaves out (! $ + = ...), or no user.
+    Pattern("password-in-url", re.compile(r"(?<![a-z0-9+.-])[a-z][a-z0-9+.-]{0,31}://[^\s/@:\"']{0,256}:([^\s/@\"']{1,256})@",
+                                          re.IGNORECASE), 1),
+    # The Basic credentials of a header (the env files' OTEL_EXPORTER_OTLP_HEADERS, curl -H) and of curl -u.
+    Pattern("basic-auth", re.compile(r"authorization\s*[=:]\s*basic(?:%20|\s)+([A-Za-z0-9+/]{8,}+=*)",
+                                     re.IGNORECASE), 1),
+    Pattern("basic-auth", re.compile(r"(?<![\w-])(?:-u|--user)[ =]+[^\s:\"']+:([^\s\"'\\]+)"), 1),
+    # A bearer token: 16 characters or more, one a digit (not "bearer authentication").
+    Pattern("bearer-token", re.compile(r"\bbearer(?:%20|\s)+(?=[A-Za-z0-9._~+/-]{16})(?=[A-Za-z._~+/-]*[0-9])"
+                                       r"([A-Za-z0-9._~+/-]++=*)", re.IGNORECASE), 1),
+    # `.env` lines: a quoted value whole (quotes JSON-escaped or not), else the value up to where it ends.
     Pattern("env-secret", re.compile(
-        rf"{_LINE}[ \t]*(?:export[ \t]+)?[A-Za-z0-9_.-]*(?:secret|token|passw(?:or)?d|key)[A-Za-z0-9_.-]*"
-        rf"[ \t]*[=:][ \t]*[\"']?({_VALUE})", re.IGNORECASE | re.MULTILINE), 1),
+        rf"{_LINE}[ \t]*(?:export[ \t]+)?{_QUOTE}{_SECRET_KEY}{_QUOTE}[ \t]*[=:][ \t]*\\?([\"'])([^\"'\n]{{1,256}}?)\\?\1",
+        re.IGNORECASE | re.MULTILINE), 2),
+    Pattern("env-secret", re.compile(
+        rf"{_LINE}[ \t]*(?:export[ \t]+)?{_QUOTE}{_SECRET_KEY}{_QUOTE}[ \t]*[=:][ \t]*{_NOT_A_WORD}"
+        rf"([^\s\"'\\()\[\]{{}}<>]{{4,}}+)(?![(\[{{<])", re.IGNORECASE | re.MULTILINE), 1),
 )
 
 
