@@ -61,6 +61,11 @@ def in_context(found: dict[str, str]) -> dict[str, str]:
     }
 
 
+def leaked(found: dict[str, str], text: str) -> list[str]:
+    """The kinds of `found` of which any line is in `text` (a private key's lines each on their own)."""
+    return [kind for kind, secret in found.items() if any(line in text for line in secret.splitlines())]
+
+
 def look_alikes(seed: int | None = None) -> dict[str, str]:
     """What an entropy guess would flag but is not a credential: name -> value."""
     rng = random.Random(seed)

@@ -17,7 +17,7 @@ import pytest
 
 from lib import envfile, otlp
 from harness import bare_client, guide
-from harness.fake_credentials import capture_content, credentials, in_context, look_alikes
+from harness.fake_credentials import capture_content, credentials, in_context, leaked, look_alikes
 from harness.commands import bare_client_round_trip, client_env, experiment_id_in, source_and_emit
 from harness.project import ComposeProject, clean_copy, image_files, require_engine
 
@@ -164,11 +164,6 @@ def captured(docker_stack):
     assert status == 200
     assert bare_client_round_trip(client_env(docker_stack.url))["read_back"] == bare_client.TEXT
     return {"credentials": found, "look_alikes": alike, "trace_id": "tr-" + spans[0].trace_id.hex(), "spans": spans}
-
-
-def leaked(found: dict[str, str], text: str) -> list[str]:
-    """The kinds of which any line is in `text` (a private key's lines each on their own)."""
-    return [kind for kind, secret in found.items() if any(line in text for line in secret.splitlines())]
 
 
 def test_no_credential_of_a_captured_session_is_in_the_database_the_bucket_or_a_log(docker_stack, captured):

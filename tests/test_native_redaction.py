@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness.fake_credentials import capture_content, credentials, in_context, look_alikes
+from harness.fake_credentials import capture_content, credentials, in_context, leaked, look_alikes
 from harness.native import free_port, stop_processes
 from lib import otlp
 from lib.ingest import read_tallies
@@ -44,11 +44,6 @@ def stored_tool_result(native_stack, trace_id: str) -> str:
                                       (trace_id,))
     value = json.loads(json.loads(content)["attributes"]["gen_ai.tool.call.result"])
     return (json.loads(value) if isinstance(value, str) else value)[0]["text"]
-
-
-def leaked(found: dict[str, str], text: str) -> list[str]:
-    """The kinds of which any line is in `text` (a private key's lines each on their own)."""
-    return [kind for kind, secret in found.items() if any(line in text for line in secret.splitlines())]
 
 
 @pytest.fixture(scope="module")
